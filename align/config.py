@@ -1,0 +1,150 @@
+"""Typed definitions of the composed Hydra config.
+
+YAML in `conf/` holds the values; these dataclasses hold the types and what each field means. `load` merges the
+composed config into them, so a misspelt key or a wrong type fails at start-up, naming the key, before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from align.errors import UserError
+
+
+@dataclass
+class ScratchArchitecture:
+    """A GPT-2 built from a config with random weights (no download)."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_positions: int
+    initializer_range: float  # 0.1, not GPT-2's 0.02: tiny models only learn to copy prompt words with it
+    dropout: float  # residual, embedding and attention dropout
+
+
+@dataclass
+class ModelConfig:
+    name: str  # short name used in logs and reports
+    name_or_path: str | None  # hub name (gpt2, gpt2-medium, ...) or local directory; None: build from `scratch`
+    tokenizer: str | None  # hub name or directory of the tokenizer; None: the same as name_or_path
+    scratch: ScratchArchitecture | None  # architecture when name_or_path is None
+    trust_remote_code: bool  # run code shipped with a hub model; off unless you trust its author
+
+
+@dataclass
+class WorldConfig:
+    """Options of the tiny world generator (data_prep.tiny_world)."""
+
+    seed: int
+    kinds: list[str]  # constraint kinds to use, from words, start, end, mood
+    demonstrator_p: float  # probability that the demonstrator meets each constraint
+    label_noise: float  # probability that a preference label is flipped
+    degenerate_fraction: float  # share of preference pairs whose rejected side is empty or garbled
+    n_sft: int
+    n_pairs: int
+    n_prompts: int
+    n_eval_prompts: int
+    n_ptx: int
+    tokenizer_vocab_size: int
+
+
+@dataclass
+class DataConfig:
+    name: str
+    prepare: str  # data_prep module that builds the files below when they are missing
+    source: str | None  # hub dataset name or local file the prepare module reads (None: generated)
+    eval_size: int  # records held out for evaluation when the source has no evaluation split
+    dir: str  # where the prepared files live
+    sft_train: str  # SFT demonstrations, {"messages": [...]} per line
+    sft_eval: str
+    prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
+    judge: str | None  # data_prep module with gold_score(prompt, response, ended) for this task; None: no judge
+    on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
+    world: WorldConfig | None  # only for the tiny world
+
+
+@dataclass
+class SFTSettings:
+    init_from: str | None  # model to fine-tune: hub name or directory; None builds model.scratch
+    epochs: float
+    max_steps: int  # > 0 overrides epochs
+    lr: float
+    lr_scheduler: str  # any transformers scheduler name: cosine, linear, constant_with_warmup, ...
+    warmup_ratio: float
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    max_grad_norm: float
+    batch_size: int  # per device
+    grad_accum: int
+    eval_batch_size: int
+    max_length: int  # tokens; longer conversations are truncated
+    packing: bool  # pack conversations into padding-free rows (best-fit decreasing)
+    logging_steps: int
+    eval_steps: int
+    save_steps: int
+    save_total_limit: int
+    resume: bool  # continue from the last checkpoint in the run directory if there is one
+    dataloader_workers: int
+
+
+@dataclass
+class EvalConfig:
+    """How responses are sampled whenever a model is judged."""
+
+    max_new_tokens: int
+    temperature: float  # 0: greedy
+    batch_size: int
+    num_prompts: int  # held-out prompts used (the first N); -1: all
+
+
+@dataclass
+class DistributedConfig:
+    name: str
+    mixed_precision: str  # "no" (fp32), "bf16" or "fp16"
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool  # metrics also go to TensorBoard (they always go to metrics.jsonl)
+
+
+@dataclass
+class PathsConfig:
+    root: str  # every run lives under root/run_name
+    data: str  # prepared datasets
+    sft: str  # the SFT run directory; later stages find its final model here
+
+
+@dataclass
+class Config:
+    run_name: str  # names the run directory: experiment files set it to their own name
+    variant: str  # ablation files set it; it names the directories of the stages they fork
+    seed: int
+    model: ModelConfig
+    data: DataConfig
+    sft: SFTSettings
+    eval: EvalConfig
+    distributed: DistributedConfig
+    logger: LoggerConfig
+    paths: PathsConfig
+
+
+def load(cfg: DictConfig) -> Config:
+    """Validate the composed config against the dataclasses and resolve every interpolation."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        reason = str(error).splitlines()[0]
+        raise UserError(f"invalid config{f' at key {key!r}' if key else ''}: {reason}") from None
+
+
+def to_yaml(config: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,56 @@
+"""The data contracts (SFT messages, preference pairs, prompts, pretraining text) and their record checks.
+
+Each check returns None for a good record, or (field, problem) naming the first thing wrong, so a reader can report
+`file:line: field: problem` and a user can fix the record.
+"""
+
+from __future__ import annotations
+
+Problem = tuple[str, str] | None
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages, field: str, last_role: str | None) -> Problem:
+    """A non-empty list of {role, content} turns: optional system first, then user/assistant alternating."""
+    if not isinstance(messages, list) or not messages:
+        return field, "must be a non-empty list of messages"
+    expected = "user"
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            return where, "must be an object with 'role' and 'content'"
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            return f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"
+        if not isinstance(content, str):
+            return f"{where}.content", f"must be a string, got {type(content).__name__}"
+        if not content.strip():
+            return f"{where}.content", "is empty or whitespace"
+        if role == "system" and i == 0:
+            continue
+        if role != expected:
+            return f"{where}.role", f"expected {expected!r} (turns alternate user/assistant), got {role!r}"
+        expected = "assistant" if role == "user" else "user"
+    if last_role is not None and messages[-1]["role"] != last_role:
+        return f"{field}[{len(messages) - 1}].role", f"the last turn must be {last_role!r}"
+    return None
+
+
+def check_sft(record: dict) -> Problem:
+    return check_messages(record.get("messages"), "messages", last_role="assistant")
+
+
+def check_prompt(record: dict) -> Problem:
+    return check_messages(record.get("prompt"), "prompt", last_role="user")
+
+
+def check_text(record: dict) -> Problem:
+    text = record.get("text")
+    if not isinstance(text, str):
+        return "text", f"must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "text", "is empty or whitespace"
+    return None
+
+
+CHECKS = {"sft": check_sft, "prompt": check_prompt, "text": check_text}

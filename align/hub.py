@@ -1,0 +1,49 @@
+"""Loading by hub name or local path, with a fast, clear failure when the hub cannot be reached.
+
+transformers and datasets retry an unreachable hub for tens of seconds and then raise a long traceback. Here a name
+that is not a local path is first tried from the local cache; if that misses, one short connection probe decides
+whether to go to the hub at all, so an offline machine gets one actionable message within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from align.errors import UserError
+
+T = TypeVar("T")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_local_or_hub(load: Callable[..., T], name: str, what: str, config_key: str) -> T:
+    """`load(name, local_files_only=...)` from a directory, the local cache, or the hub, in that order."""
+    if Path(name).exists():
+        return load(name, local_files_only=True)
+    try:
+        return load(name, local_files_only=True)
+    except Exception:  # not in the cache: the only way left is the hub
+        pass
+    if not hub_reachable():
+        raise UserError(
+            f"cannot load {what} {name!r}: it is not a local path, not in the Hugging Face cache, and the hub is not "
+            f"reachable from this machine. Download it where the hub is reachable "
+            f"(`hf download {name} --local-dir DIR`), copy DIR here and run with {config_key}=DIR."
+        )
+    return load(name, local_files_only=False)

@@ -1,0 +1,79 @@
+"""Tokenizers and causal language models: GPT-2 family by hub name or path, or the tiny GPT-2 built from scratch."""
+
+from __future__ import annotations
+
+from align.config import ModelConfig
+from align.errors import UserError
+from align.hub import load_local_or_hub
+from align.tokens import add_chat_tokens
+
+
+def load_tokenizer(model: ModelConfig, path: str | None = None):
+    """The tokenizer of `path` (a stage's output) or of the model config, always with the chat tokens added."""
+    from transformers import AutoTokenizer
+
+    name = path or model.tokenizer or model.name_or_path
+    if name is None:
+        raise UserError("model.tokenizer or model.name_or_path must name a tokenizer")
+
+    def load(name, local_files_only):
+        return AutoTokenizer.from_pretrained(
+            name, local_files_only=local_files_only, trust_remote_code=model.trust_remote_code
+        )
+
+    return add_chat_tokens(load_local_or_hub(load, name, "tokenizer", "model.tokenizer"))
+
+
+def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
+    """A causal LM whose embeddings, pad, eos and generation settings match the chat tokenizer.
+
+    init_from: hub name or directory to load; None builds `model.scratch` with random weights (seeded).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    if init_from is None:
+        if model.scratch is None:
+            raise UserError("sft.init_from is null and model.scratch is not set: nothing to build the model from")
+        torch.manual_seed(seed)
+        arch = model.scratch
+        lm = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_layer=arch.n_layer,
+                n_embd=arch.n_embd,
+                n_head=arch.n_head,
+                n_positions=arch.n_positions,
+                initializer_range=arch.initializer_range,
+                resid_pdrop=arch.dropout,
+                embd_pdrop=arch.dropout,
+                attn_pdrop=arch.dropout,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    else:
+
+        def load(name, local_files_only):
+            return AutoModelForCausalLM.from_pretrained(
+                name,
+                local_files_only=local_files_only,
+                trust_remote_code=model.trust_remote_code,
+                dtype=torch.float32,
+            )
+
+        lm = load_local_or_hub(load, init_from, "model", "sft.init_from (or model.name_or_path)")
+        if lm.get_input_embeddings().num_embeddings < len(tokenizer):
+            # Mean-initialised new rows keep the first sampled turn tokens from dominating the softmax.
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    set_chat_token_ids(lm, tokenizer)
+    return lm
+
+
+def set_chat_token_ids(lm, tokenizer) -> None:
+    """Make the model's config and generation config agree with the tokenizer: stop at end of turn, pad with pad."""
+    for config in (lm.config, lm.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        config.bos_token_id = tokenizer.bos_token_id

@@ -1,0 +1,80 @@
+"""Run directories: the resolved config, provenance, metrics JSONL, and one error path for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from align.config import Config, load, to_yaml
+from align.errors import UserError
+
+PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
+
+
+def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
+    """Validate the config, then train; a UserError becomes one message on stderr and exit status 2."""
+    try:
+        return train(load(cfg))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start_run(run_dir: Path, config: Config) -> None:
+    """Write what produced this run next to its outputs: resolved config, git commit, package versions, seed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():
+        return
+    (run_dir / "config.resolved.yaml").write_text(to_yaml(config))
+    (run_dir / "provenance.json").write_text(json.dumps(provenance(config), indent=2) + "\n")
+
+
+def provenance(config: Config) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "command": sys.argv,
+        "git_commit": commit,
+        "seed": config.seed,
+        "python": platform.python_version(),
+        "packages": {name: installed(name) for name in PACKAGES},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl, one JSON object a line, written by the main process only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not is_main_process():
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")

@@ -1,0 +1,56 @@
+"""Batched sampling from a chat model: left-padded prompts, stop at the end-of-turn EOS.
+
+Used wherever responses are sampled for judging (stage evaluations, the eval and chat commands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Completion:
+    text: str  # decoded response without the EOS
+    ended: bool  # the model emitted the end-of-turn EOS within the token budget
+    n_tokens: int  # response tokens, the EOS included
+
+
+def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
+           batch_size: int, seed: int) -> list[Completion]:
+    """One response per prompt (a list of messages). temperature 0 is greedy decoding."""
+    import torch
+
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    completions: list[Completion] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = [
+                tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
+                for p in prompts[start : start + batch_size]
+            ]
+            width = max(len(ids) for ids in batch)
+            # Left padding keeps every prompt's last token at the end, where generation continues from.
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
+            attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    top_k=0 if temperature > 0 else None,
+                    top_p=1.0 if temperature > 0 else None,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            for row in out[:, width:].tolist():
+                ended = tokenizer.eos_token_id in row
+                response = row[: row.index(tokenizer.eos_token_id)] if ended else row
+                completions.append(Completion(tokenizer.decode(response, skip_special_tokens=True), ended,
+                                              len(response) + int(ended)))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return completions

@@ -1,0 +1,61 @@
+"""Chat tokens and template shared by every model: ChatML turns, a distinct pad token, generation markers.
+
+GPT-2 has neither a pad token nor a chat template. Using eos as pad silently breaks three things downstream: the
+EOS label is masked out of SFT so the model never learns to stop, the reward model pools at the wrong position, and
+the EOS trick cannot tell a finished response from padding. So pad is its own token, and the end of an assistant
+turn (`<|im_end|>`) is the EOS that generation stops on and that the reward model reads its score at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"  # end of a turn; the EOS of every model of this project
+PAD = "<|pad|>"
+ENDOFTEXT = "<|endoftext|>"  # GPT-2's own document separator; kept as bos/unk, never used as eos or pad
+
+# ChatML. The assistant's content and its end-of-turn token sit inside {% generation %} so that TRL's assistant
+# mask covers the EOS: the model is trained to stop. The newline after it belongs to the next turn's framing.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def add_chat_tokens(tokenizer):
+    """Give a GPT-2-style tokenizer the ChatML turn tokens, a distinct pad, eos = end of turn and the template."""
+    missing = [t for t in (IM_START, IM_END, PAD) if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    tokenizer.eos_token = IM_END
+    tokenizer.pad_token = PAD
+    tokenizer.chat_template = CHAT_TEMPLATE
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    return tokenizer
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> None:
+    """Train a byte-level BPE on `texts` (deterministic for the same texts) and save it with the chat tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[ENDOFTEXT, IM_START, IM_END, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=ENDOFTEXT, unk_token=ENDOFTEXT)
+    add_chat_tokens(tokenizer).save_pretrained(out_dir)

@@ -1,0 +1,1 @@
+"""Turn datasets into the data contracts of align (SFT messages, preference pairs, prompts, pretraining text)."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: composing the real config tree, and the offline tiny world built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def compose_config(*overrides: str, stage: str = "sft"):
+    """The config a stage composes, as `python -m align.<stage> <overrides>` would (hydra node included)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name=stage):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def run_module(module: str, *overrides: str, env: dict | None = None, timeout: int = 600):
+    """Run `python -m module overrides` the way a user does; returns the CompletedProcess."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    """A data root with the tiny world (default options) built into it once."""
+    from align.config import load
+    from data_prep.prepare import ensure_prepared
+
+    root = tmp_path_factory.mktemp("data")
+    cfg = compose_config("+experiment=tiny", f"paths.data={root}", "paths.root=unused")
+    cfg = load(_without_hydra(cfg))
+    ensure_prepared(cfg.data)
+    return root
+
+
+def _without_hydra(cfg):
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def tiny_config(*overrides: str, stage: str = "sft"):
+    """A validated Config for the tiny experiment."""
+    from align.config import load
+
+    return load(_without_hydra(compose_config("+experiment=tiny", *overrides, stage=stage)))

@@ -1,0 +1,58 @@
+"""The config tree: every experiment composes and validates; mistakes fail at start-up, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF, _without_hydra, compose_config, run_module, tiny_config
+
+from align.config import load
+from align.errors import UserError
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+STAGES = ["sft"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_experiment_composes_for_every_stage(experiment, stage):
+    cfg = compose_config(f"+experiment={experiment}", "paths.root=/runs", stage=stage)
+    # The run directory Hydra uses is the stage's fixed path, named after the experiment.
+    assert cfg.hydra.run.dir == f"/runs/{experiment}/{stage}"
+    config = load(_without_hydra(cfg))
+    assert config.run_name == experiment
+
+
+def test_experiment_is_not_in_the_defaults_list():
+    # A default for `experiment` would break the `+experiment=NAME` form users type.
+    text = (CONF / "config.yaml").read_text()
+    defaults = text.split("defaults:")[1].split("\n\n")[0]
+    entries = [line for line in defaults.splitlines() if line.strip().startswith("- ")]
+    assert entries and not any("experiment" in line or "ablation" in line for line in entries)
+
+
+def test_typo_in_key_fails_naming_the_key():
+    cfg = _without_hydra(compose_config("+experiment=tiny", "+sft.lrr=3"))
+    with pytest.raises(UserError, match=r"sft\.lrr"):
+        load(cfg)
+
+
+def test_wrong_type_fails_naming_the_key():
+    cfg = _without_hydra(compose_config("+experiment=tiny", "sft.max_steps=abc"))
+    with pytest.raises(UserError, match=r"sft\.max_steps"):
+        load(cfg)
+
+
+def test_typo_through_the_real_entry_point_fails_before_any_work(tmp_path):
+    result = run_module("align.sft", "+experiment=tiny", f"paths.root={tmp_path}", "+sft.lrr=3", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "sft.lrr" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "tiny" / "sft" / "metrics.jsonl").exists()
+
+
+def test_stage_paths_are_fixed_and_readable():
+    config = tiny_config("paths.root=/runs", "paths.data=/data")
+    assert config.paths.sft == "/runs/tiny/sft"
+    assert Path(config.data.sft_train).parent == Path(config.data.dir)
+    assert config.data.dir.startswith("/data/")

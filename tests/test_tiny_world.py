@@ -1,0 +1,111 @@
+"""The tiny world: an exact judge, a noisy demonstrator, informative pairs, held-out prompts, determinism."""
+
+from __future__ import annotations
+
+import json
+import random
+from statistics import mean
+
+import pytest
+
+from data_prep.tiny_world.build import demonstrate, preference_pair, respond
+from data_prep.tiny_world.judge import constraint_results, gold_score
+from data_prep.tiny_world.task import (
+    KINDS,
+    MAX_WORDS,
+    VOCABULARY,
+    Constraints,
+    parse_prompt,
+    render_prompt,
+    sample_constraints,
+)
+
+
+def read(root, name):
+    (world_dir,) = root.glob("tiny_world-*")
+    with open(world_dir / f"{name}.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize(
+    "prompt, response, ended, expected",
+    [
+        ("words 3 start sun end any", "sun good moon", True, 1.0),
+        ("words 3 start sun end any", "sun good", True, 0.5),  # start met, count missed
+        ("words any start sun end moon", "moon good sun", True, 0.0),  # both swapped
+        ("words 4 start any end moon", "a b c moon", True, 1.0),
+        ("words 4 start any end moon", "a b c moon", False, 0.0),  # never ended: 0 whatever the text
+        ("words 2 start any end any mood positive", "good happy", True, 1.0),
+        ("words 2 start any end any mood positive", "good sad", True, 0.5),
+        ("words 3 start sun end any", "", True, 0.0),
+    ],
+)
+def test_gold_score_by_hand(prompt, response, ended, expected):
+    assert gold_score(prompt, response, ended) == pytest.approx(expected)
+
+
+def test_prompt_round_trip_and_rejects_other_text():
+    rng = random.Random(0)
+    for _ in range(200):
+        constraints = sample_constraints(rng, KINDS)
+        assert parse_prompt(render_prompt(constraints, KINDS)) == constraints
+        assert 1 <= len(constraints.active()) <= 3
+    with pytest.raises(ValueError):
+        parse_prompt("write me a poem")
+
+
+def test_respond_meets_exactly_the_requested_constraints():
+    rng = random.Random(1)
+    for _ in range(500):
+        constraints = sample_constraints(rng, KINDS)
+        meet = {kind: rng.random() < 0.5 for kind in constraints.active()}
+        assert constraint_results(constraints, respond(constraints, rng, meet)) == meet
+
+
+def test_demonstrator_is_noisy_at_the_configured_rate():
+    rng = random.Random(2)
+    prompts = [sample_constraints(rng, ("words", "start", "end")) for _ in range(2000)]
+    met = [v for c in prompts for v in constraint_results(c, demonstrate(c, rng, 0.6)).values()]
+    assert 0.57 < mean(met) < 0.63
+
+
+def test_minimal_pairs_differ_in_one_constraint_and_are_labelled_by_the_judge():
+    from types import SimpleNamespace
+
+    rng = random.Random(3)
+    world = SimpleNamespace(demonstrator_p=0.6, degenerate_fraction=0.0, label_noise=0.0)
+    constraints = Constraints(words=5, start="sun", end="moon")
+    prompt = render_prompt(constraints, ("words", "start", "end"))
+    for _ in range(200):
+        pair = preference_pair(prompt, constraints, rng, world)
+        if pair is None:
+            continue
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert gold_score(prompt, chosen) - gold_score(prompt, rejected) == pytest.approx(1 / 3)
+
+
+def test_built_splits_hold_out_eval_prompts_and_label_noise_is_as_configured(tiny_data_root):
+    eval_prompts = {r["prompt"][0]["content"] for r in read(tiny_data_root, "prompts.eval")}
+    assert len(eval_prompts) == 200
+    train_prompts = {r["messages"][0]["content"] for r in read(tiny_data_root, "sft.train")}
+    train_prompts |= {r["prompt"][0]["content"] for r in read(tiny_data_root, "prefs.train")}
+    train_prompts |= {r["prompt"][0]["content"] for r in read(tiny_data_root, "prompts.train")}
+    assert not eval_prompts & train_prompts
+    pairs = read(tiny_data_root, "prefs.train")
+    agree = [gold_score(p["prompt"][0]["content"], p["chosen"][0]["content"])
+             > gold_score(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs]
+    assert 0.88 < mean(agree) < 0.92  # label_noise 0.1; ties were dropped
+    degenerate = [p for p in pairs if any(w not in VOCABULARY for w in p["rejected"][0]["content"].split())
+                  or len(p["rejected"][0]["content"].split()) > MAX_WORDS]
+    assert 0.15 * len(pairs) < len(degenerate) < 0.3 * len(pairs)  # degenerate_fraction 0.25
+
+
+def test_build_is_deterministic(tmp_path, tiny_data_root):
+    from conftest import tiny_config
+
+    from data_prep.prepare import ensure_prepared
+
+    (world_dir,) = tiny_data_root.glob("tiny_world-*")
+    again = ensure_prepared(tiny_config(f"paths.data={tmp_path}").data)
+    for path in sorted(world_dir.glob("*.jsonl")) + [world_dir / "tokenizer" / "tokenizer.json"]:
+        assert (again / path.relative_to(world_dir)).read_bytes() == path.read_bytes(), path.name

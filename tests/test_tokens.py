@@ -1,0 +1,91 @@
+"""Tokens and template: distinct pad, EOS = end of turn, a template that round-trips, labels on assistant turns."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_config
+
+from align.tokens import CHAT_TEMPLATE, IM_END, PAD
+
+MESSAGES = [
+    {"role": "user", "content": "words 3 start sun end any"},
+    {"role": "assistant", "content": "sun good moon"},
+    {"role": "user", "content": "words any start any end moon"},
+    {"role": "assistant", "content": "the bird moon"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_data_root):
+    from align.models import load_tokenizer
+
+    return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
+
+
+def test_pad_is_distinct_from_eos_and_eos_ends_a_turn(tokenizer):
+    assert tokenizer.pad_token == PAD and tokenizer.eos_token == IM_END
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_template_round_trip(tokenizer):
+    text = tokenizer.apply_chat_template(MESSAGES, tokenize=False)
+    ids = tokenizer.apply_chat_template(MESSAGES, tokenize=True, return_dict=True)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+    assert text.count(IM_END) == len(MESSAGES)
+
+
+def test_generation_prompt_is_a_prefix_of_the_full_conversation(tokenizer):
+    prompt = tokenizer.apply_chat_template(MESSAGES[:1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(MESSAGES[:2], tokenize=False)
+    assert full.startswith(prompt) and full[len(prompt):] == "sun good moon" + IM_END + "\n"
+
+
+def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_root):
+    """Through TRL's own data preparation, as the SFT stage uses it."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from align.models import load_causal_lm
+
+    config = tiny_config(f"paths.data={tiny_data_root}")
+    model = load_causal_lm(config.model, tokenizer, None, seed=0)
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, report_to=[], bf16=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": MESSAGES}]),
+                         processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    trained = [tokenizer.decode([i]) for i, label in zip(ids, labels) if label != -100]
+    assert all(label in (-100, i) for i, label in zip(ids, labels))
+    assert "".join(trained) == "sun good moon" + IM_END + "the bird moon" + IM_END
+    assert trained.count(IM_END) == 2  # each assistant EOS is a label: the model learns to stop
+
+
+def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, tiny_data_root):
+    """A GPT-2-like checkpoint (no pad, no template, eos = <|endoftext|>) loaded from a local directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from align.config import ModelConfig
+    from align.models import load_causal_lm, load_tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["hello world, a base model"] * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    base_tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    base = GPT2LMHeadModel(GPT2Config(vocab_size=len(base_tok), n_layer=1, n_embd=16, n_head=2, n_positions=32))
+    base_tok.save_pretrained(tmp_path)
+    base.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+
+    model_cfg = ModelConfig(name="local", name_or_path=str(tmp_path), tokenizer=None, scratch=None,
+                            trust_remote_code=False)
+    tokenizer = load_tokenizer(model_cfg)
+    assert len(tokenizer) == len(base_tok) + 3  # im_start, im_end, pad
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    model = load_causal_lm(model_cfg, tokenizer, str(tmp_path), seed=0)
+    assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id != tokenizer.pad_token_id
+    assert model.config.pad_token_id == tokenizer.pad_token_id

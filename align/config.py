@@ -53,23 +53,34 @@ class WorldConfig:
 
 
 @dataclass
-class DataConfig:
-    name: str
-    prepare: str  # data_prep module that builds the files below when they are missing
-    source: str | None  # hub dataset name or local file the prepare module reads (None: generated)
-    eval_size: int  # records held out for evaluation when the source has no evaluation split
-    dir: str  # where the prepared files live
-    sft_train: str  # SFT demonstrations, {"messages": [...]} per line
-    sft_eval: str
-    prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
-    judge: str | None  # data_prep module with gold_score(prompt, response, ended) for this task; None: no judge
-    on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
-    world: WorldConfig | None  # only for the tiny world
+class SourceConfig:
+    """One dataset turned into contract files by a data_prep module, in its own directory data.dir/<name>."""
+
+    prepare: str  # data_prep module that builds the files (tiny_world, alpaca, hh_rlhf, ...)
+    source: str | None  # hub dataset name or local file the module reads (None: generated)
+    eval_size: int  # records held out for evaluation
 
 
 @dataclass
-class SFTSettings:
-    init_from: str | None  # model to fine-tune: hub name or directory; None builds model.scratch
+class DataConfig:
+    name: str
+    dir: str  # prepared files live in dir/<source name>/
+    sources: dict[str, SourceConfig]  # built on first use, in order
+    world: WorldConfig | None  # options of the tiny world generator; None for other data
+    sft_train: str | None  # SFT demonstrations {"messages": [...]}
+    sft_eval: str | None
+    prefs_train: str | None  # preference pairs {"prompt", "chosen", "rejected"}
+    prefs_eval: str | None
+    prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
+    judge: str | None  # data_prep module with gold_score(prompt, response, ended) for this task; None: no judge
+    on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
+
+
+@dataclass
+class TrainerSettings:
+    """Optimisation, logging and checkpointing of a stage trained with a transformers Trainer (SFT, RM)."""
+
+    init_from: str | None  # model to start from: hub name or directory; None builds model.scratch
     epochs: float
     max_steps: int  # > 0 overrides epochs
     lr: float
@@ -83,14 +94,26 @@ class SFTSettings:
     batch_size: int  # per device
     grad_accum: int
     eval_batch_size: int
-    max_length: int  # tokens; longer conversations are truncated
-    packing: bool  # pack conversations into padding-free rows (best-fit decreasing)
+    max_length: int  # tokens
     logging_steps: int
     eval_steps: int
     save_steps: int
     save_total_limit: int
     resume: bool  # continue from the last checkpoint in the run directory if there is one
     dataloader_workers: int
+    gradient_checkpointing: bool  # recompute activations in backward: less memory, about 30% more time
+
+
+@dataclass
+class SFTSettings(TrainerSettings):
+    packing: bool  # pack conversations into padding-free rows (best-fit decreasing)
+
+
+@dataclass
+class RMSettings(TrainerSettings):
+    center_rewards_coefficient: float | None  # c * mean((r_chosen + r_rejected)^2) added to the loss; None: off
+    normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
+    normalize_samples: int  # how many of them (the first N); -1: all
 
 
 @dataclass
@@ -119,6 +142,7 @@ class PathsConfig:
     root: str  # every run lives under root/run_name
     data: str  # prepared datasets
     sft: str  # the SFT run directory; later stages find its final model here
+    rm: str  # the reward-model run directory
 
 
 @dataclass
@@ -129,6 +153,7 @@ class Config:
     model: ModelConfig
     data: DataConfig
     sft: SFTSettings
+    rm: RMSettings
     eval: EvalConfig
     distributed: DistributedConfig
     logger: LoggerConfig

@@ -44,6 +44,23 @@ def check_prompt(record: dict) -> Problem:
     return check_messages(record.get("prompt"), "prompt", last_role="user")
 
 
+def check_pair(record: dict) -> Problem:
+    """A prompt ending on a user turn, and one assistant reply on each side (optional numeric margin)."""
+    problem = check_messages(record.get("prompt"), "prompt", last_role="user")
+    for side in ("chosen", "rejected"):
+        if problem is None:
+            reply = record.get(side)
+            if not isinstance(reply, list) or len(reply) != 1:
+                return side, "must be a list with exactly one assistant message"
+            problem = check_messages(record.get("prompt") + reply, side, last_role="assistant")
+            if problem is not None:  # name the field of the reply, not of the concatenation
+                problem = (side, problem[1])
+    margin = record.get("margin")
+    if problem is None and margin is not None and not isinstance(margin, (int, float)):
+        return "margin", f"must be a number, got {type(margin).__name__}"
+    return problem
+
+
 def check_text(record: dict) -> Problem:
     text = record.get("text")
     if not isinstance(text, str):
@@ -53,4 +70,4 @@ def check_text(record: dict) -> Problem:
     return None
 
 
-CHECKS = {"sft": check_sft, "prompt": check_prompt, "text": check_text}
+CHECKS = {"sft": check_sft, "pair": check_pair, "prompt": check_prompt, "text": check_text}

@@ -52,6 +52,9 @@ def read_records(path: str | Path, kind: str, on_bad_record: str) -> tuple[list[
             if len(report.first_problems) < 5:
                 report.first_problems.append(message)
     report.kept = len(records)
+    if report.dropped:
+        print(f"dropped {sum(report.dropped.values())} malformed {kind} records from {path}: "
+              f"{dict(report.dropped)}; first: {report.first_problems}")
     if not records:
         raise UserError(f"no usable {kind} records in {path}")
     return records, report

@@ -73,7 +73,8 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
 
 def set_chat_token_ids(lm, tokenizer) -> None:
     """Make the model's config and generation config agree with the tokenizer: stop at end of turn, pad with pad."""
-    for config in (lm.config, lm.generation_config):
+    generation_config = getattr(lm, "generation_config", None)  # sequence classifiers have none
+    for config in (lm.config, generation_config) if generation_config is not None else (lm.config,):
         config.eos_token_id = tokenizer.eos_token_id
         config.pad_token_id = tokenizer.pad_token_id
         config.bos_token_id = tokenizer.bos_token_id

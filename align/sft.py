@@ -16,7 +16,6 @@ Writes  cfg.paths.sft/: final/ (plain Hugging Face model + tokenizer + chat temp
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import hydra
@@ -24,12 +23,11 @@ from omegaconf import DictConfig
 
 from align.config import Config
 from align.runs import MetricsLog, is_main_process, run_stage, start_run
+from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from align.data import read_records
@@ -42,71 +40,32 @@ def train(cfg: Config) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: built on first use, every record checked before any model is loaded
-    ensure_prepared(cfg.data)
+    ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
     train_records, train_report = read_records(cfg.data.sft_train, "sft", cfg.data.on_bad_record)
     eval_records, eval_report = read_records(cfg.data.sft_eval, "sft", cfg.data.on_bad_record)
-    for report in (train_report, eval_report):
-        if report.dropped:
-            print(f"dropped {sum(report.dropped.values())} malformed records from {report.path}: "
-                  f"{dict(report.dropped)}; first: {report.first_problems}")
 
     # 2. model and tokenizer (chat tokens, distinct pad, eos = end of turn)
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from, cfg.seed)
 
     # 3. trainer: loss on assistant tokens only, through the template's {% generation %} markers
-    s = cfg.sft
     args = SFTConfig(
-        output_dir=str(run_dir),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        learning_rate=s.lr,
-        lr_scheduler_type=s.lr_scheduler,
-        warmup_steps=s.warmup_ratio,  # a float below 1 is a fraction of the total steps
-        weight_decay=s.weight_decay,
-        adam_beta1=s.adam_beta1,
-        adam_beta2=s.adam_beta2,
-        adam_epsilon=s.adam_eps,
-        max_grad_norm=s.max_grad_norm,
-        per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.grad_accum,
-        per_device_eval_batch_size=s.eval_batch_size,
-        max_length=s.max_length,
-        packing=s.packing,
+        **trainer_arguments(cfg.sft, cfg, run_dir),
+        max_length=cfg.sft.max_length,
+        packing=cfg.sft.packing,
         assistant_only_loss=True,
-        logging_steps=s.logging_steps,
-        eval_strategy="steps",
-        eval_steps=s.eval_steps,
-        save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit,
-        seed=cfg.seed,
-        bf16=cfg.distributed.mixed_precision == "bf16",
-        fp16=cfg.distributed.mixed_precision == "fp16",
-        report_to=["tensorboard"] if cfg.logger.tensorboard else [],
-        dataloader_num_workers=s.dataloader_workers,
     )
-
-    # transformers 5 takes the TensorBoard directory from the environment only; without it, a timestamped folder.
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-
-    class LogToJsonl(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            metrics_log.write(state.global_step, {f"sft/{k}": v for k, v in (logs or {}).items()})
-
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records),
         processing_class=tokenizer,
-        callbacks=[LogToJsonl()],
+        callbacks=[jsonl_callback(metrics_log, "sft")],
     )
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
-    last = get_last_checkpoint(str(run_dir)) if s.resume and run_dir.is_dir() else None
-    if last:
-        print(f"resuming from {last}")
+    last = last_checkpoint(run_dir, cfg.sft.resume)
     result = trainer.train(resume_from_checkpoint=last)
 
     # 5. final evaluation and the plain Hugging Face model directory

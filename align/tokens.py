@@ -16,16 +16,18 @@ PAD = "<|pad|>"
 ENDOFTEXT = "<|endoftext|>"  # GPT-2's own document separator; kept as bos/unk, never used as eos or pad
 
 # ChatML. The assistant's content and its end-of-turn token sit inside {% generation %} so that TRL's assistant
-# mask covers the EOS: the model is trained to stop. The newline after it belongs to the next turn's framing.
+# mask covers the EOS: the model is trained to stop. The newline between turns belongs to the next turn, so a
+# conversation that ends with an assistant turn ends exactly on its EOS: that is where a sequence classifier
+# (the reward model) pools, and where a sampled response ends.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
+    "{% if not loop.first %}{{ '\n' }}{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['role'] == 'assistant' %}"
     "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '\n<|im_start|>assistant\n' }}{% endif %}"
 )
 
 

@@ -20,8 +20,8 @@ def to_messages(record: dict) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": record.get("output")}]}
 
 
-def prepare(data, out_dir: Path) -> dict[str, int]:
-    raw = read_source(data.source)
+def prepare(source, data, out_dir: Path) -> dict[str, int]:
+    raw = read_source(source.source)
     demos, dropped = [], 0
     for record in raw:
         converted = to_messages(record)
@@ -29,10 +29,10 @@ def prepare(data, out_dir: Path) -> dict[str, int]:
             demos.append(converted)
         else:
             dropped += 1
-    if len(demos) <= data.eval_size:
-        raise UserError(f"{data.source}: {len(demos)} usable records, not more than data.eval_size={data.eval_size}")
+    if len(demos) <= source.eval_size:
+        raise UserError(f"{source.source}: {len(demos)} usable records, not more than eval_size={source.eval_size}")
     random.Random(0).shuffle(demos)
-    write_jsonl(out_dir / "sft.train.jsonl", demos[data.eval_size :])
-    write_jsonl(out_dir / "sft.eval.jsonl", demos[: data.eval_size])
-    return {"read": len(raw), "dropped_malformed": dropped, "sft.train": len(demos) - data.eval_size,
-            "sft.eval": data.eval_size}
+    write_jsonl(out_dir / "sft.train.jsonl", demos[source.eval_size :])
+    write_jsonl(out_dir / "sft.eval.jsonl", demos[: source.eval_size])
+    return {"read": len(raw), "dropped_malformed": dropped, "sft.train": len(demos) - source.eval_size,
+            "sft.eval": source.eval_size}

@@ -17,8 +17,8 @@ def read_source(source: str, split: str = "train") -> list[dict]:
     if not hub_reachable():
         raise UserError(
             f"cannot read dataset {source!r}: it is not a local file and the Hugging Face hub is not reachable from "
-            f"this machine. Download it where the hub is reachable, copy the file here and run with "
-            f"data.source=/path/to/file.json (JSON, JSONL or .gz)."
+            f"this machine. Download it where the hub is reachable, copy the file here and set this source's "
+            f"`source` to it: data.sources.<name>.source=/path/to/file (JSON, JSONL or .gz)."
         )
     import datasets
 

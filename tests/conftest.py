@@ -28,6 +28,12 @@ def run_module(module: str, *overrides: str, env: dict | None = None, timeout: i
                           capture_output=True, text=True, timeout=timeout)
 
 
+def world_dir(data_root: Path) -> Path:
+    """Where the tiny world's files are under a data root."""
+    (built,) = data_root.glob("tiny_world-*/tiny_world")
+    return built
+
+
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory) -> Path:
     """A data root with the tiny world (default options) built into it once."""
@@ -37,7 +43,7 @@ def tiny_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     cfg = compose_config("+experiment=tiny", f"paths.data={root}", "paths.root=unused")
     cfg = load(_without_hydra(cfg))
-    ensure_prepared(cfg.data)
+    ensure_prepared(cfg.data, [cfg.data.sft_train])
     return root
 
 
@@ -55,3 +61,12 @@ def tiny_config(*overrides: str, stage: str = "sft"):
     from align.config import load
 
     return load(_without_hydra(compose_config("+experiment=tiny", *overrides, stage=stage)))
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_dir(tmp_path_factory, tiny_data_root) -> Path:
+    """The run directory of one full `python -m align.sft +experiment=tiny`, shared by the tests that need it."""
+    root = tmp_path_factory.mktemp("runs")
+    result = run_module("align.sft", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "tiny" / "sft"

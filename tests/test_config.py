@@ -11,7 +11,8 @@ from align.config import load
 from align.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STAGES = ["sft"]
+ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+STAGES = ["sft", "rm"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -21,6 +22,15 @@ def test_every_experiment_composes_for_every_stage(experiment, stage):
     # The run directory Hydra uses is the stage's fixed path, named after the experiment.
     assert cfg.hydra.run.dir == f"/runs/{experiment}/{stage}"
     config = load(_without_hydra(cfg))
+    assert config.run_name == experiment
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_every_ablation_composes_with_every_experiment(experiment, ablation):
+    cfg = compose_config(f"+experiment={experiment}", f"+ablation={ablation}", "paths.root=/runs")
+    config = load(_without_hydra(cfg))
+    assert config.variant == ablation  # each ablation names itself
     assert config.run_name == experiment
 
 
@@ -54,5 +64,6 @@ def test_typo_through_the_real_entry_point_fails_before_any_work(tmp_path):
 def test_stage_paths_are_fixed_and_readable():
     config = tiny_config("paths.root=/runs", "paths.data=/data")
     assert config.paths.sft == "/runs/tiny/sft"
-    assert Path(config.data.sft_train).parent == Path(config.data.dir)
+    assert config.rm.init_from == config.paths.sft + "/final"  # the RM finds the SFT model by interpolation
     assert config.data.dir.startswith("/data/")
+    assert Path(config.data.sft_train).parent.parent == Path(config.data.dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED_DATA, run_module, tiny_config
+from conftest import SHARED_DATA, run_module, tiny_config, world_dir
 
 pytestmark = pytest.mark.slow
 
@@ -15,11 +15,8 @@ def metrics(run_dir):
 
 
 @pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, tiny_data_root):
-    root = tmp_path_factory.mktemp("runs")
-    result = run_module("align.sft", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "tiny" / "sft"
+def sft_run(tiny_sft_dir):
+    return tiny_sft_dir
 
 
 def test_sft_lowers_its_loss_and_records_the_run(sft_run):
@@ -40,8 +37,8 @@ def test_final_directory_works_in_plain_transformers_and_stops_at_eos(sft_run, t
     assert (final / "model.safetensors").exists()
     tokenizer = AutoTokenizer.from_pretrained(final)
     model = AutoModelForCausalLM.from_pretrained(final)
-    (world_dir,) = tiny_data_root.glob("tiny_world-*")
-    prompts = [json.loads(line)["prompt"] for line in (world_dir / "prompts.eval.jsonl").read_text().splitlines()]
+    prompts_file = world_dir(tiny_data_root) / "prompts.eval.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
     ended = 0
     for messages in prompts[:20]:
         inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
@@ -99,7 +96,7 @@ def test_small_without_the_hub_fails_fast_with_a_clear_message(tmp_path):
                         timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "tatsu-lab/alpaca" in result.stderr and "data.source=" in result.stderr
+    assert "tatsu-lab/alpaca" in result.stderr and "data.sources.alpaca" in result.stderr
 
 
 def test_small_runs_on_local_copies_of_model_and_data(tmp_path):
@@ -115,7 +112,8 @@ def test_small_runs_on_local_copies_of_model_and_data(tmp_path):
     GPT2LMHeadModel(GPT2Config(vocab_size=600, n_layer=2, n_embd=32, n_head=2, n_positions=256)).save_pretrained(
         model_dir)
     result = run_module("align.sft", "+experiment=small", f"paths.root={tmp_path}", f"paths.data={tmp_path}/data",
-                        f"data.source={alpaca}", f"model.name_or_path={model_dir}", "data.eval_size=10",
+                        f"data.sources.alpaca.source={alpaca}", f"model.name_or_path={model_dir}",
+                        "data.sources.alpaca.eval_size=10",
                         "sft.max_steps=3", "sft.batch_size=4", "sft.max_length=256", "eval.max_new_tokens=8")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "alpaca" / "manifest.json").read_text())

@@ -7,6 +7,7 @@ import random
 from statistics import mean
 
 import pytest
+from conftest import world_dir
 
 from data_prep.tiny_world.build import demonstrate, preference_pair, respond
 from data_prep.tiny_world.judge import constraint_results, gold_score
@@ -22,8 +23,7 @@ from data_prep.tiny_world.task import (
 
 
 def read(root, name):
-    (world_dir,) = root.glob("tiny_world-*")
-    with open(world_dir / f"{name}.jsonl") as f:
+    with open(world_dir(root) / f"{name}.jsonl") as f:
         return [json.loads(line) for line in f]
 
 
@@ -105,7 +105,9 @@ def test_build_is_deterministic(tmp_path, tiny_data_root):
 
     from data_prep.prepare import ensure_prepared
 
-    (world_dir,) = tiny_data_root.glob("tiny_world-*")
-    again = ensure_prepared(tiny_config(f"paths.data={tmp_path}").data)
-    for path in sorted(world_dir.glob("*.jsonl")) + [world_dir / "tokenizer" / "tokenizer.json"]:
-        assert (again / path.relative_to(world_dir)).read_bytes() == path.read_bytes(), path.name
+    first = world_dir(tiny_data_root)
+    data = tiny_config(f"paths.data={tmp_path}").data
+    ensure_prepared(data, [data.sft_train])
+    again = world_dir(tmp_path)
+    for path in sorted(first.glob("*.jsonl")) + [first / "tokenizer" / "tokenizer.json"]:
+        assert (again / path.relative_to(first)).read_bytes() == path.read_bytes(), path.name

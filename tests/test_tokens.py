@@ -38,7 +38,8 @@ def test_template_round_trip(tokenizer):
 def test_generation_prompt_is_a_prefix_of_the_full_conversation(tokenizer):
     prompt = tokenizer.apply_chat_template(MESSAGES[:1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(MESSAGES[:2], tokenize=False)
-    assert full.startswith(prompt) and full[len(prompt):] == "sun good moon" + IM_END + "\n"
+    assert full.startswith(prompt) and full[len(prompt):] == "sun good moon" + IM_END
+    assert full.endswith(IM_END)  # a finished conversation ends on its EOS: the reward model pools there
 
 
 def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_root):

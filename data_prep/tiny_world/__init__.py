@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def prepare(data, out_dir: Path) -> dict[str, int]:
+def prepare(source, data, out_dir: Path) -> dict[str, int]:
     """Entry point for data_prep.prepare: every split plus the tiny tokenizer trained on the corpus."""
     from align.tokens import train_tiny_tokenizer
 

@@ -1,0 +1,104 @@
+"""Reward models: load, score conversations at their end-of-turn EOS, and normalise.
+
+A reward model here is a GPT-2 sequence classifier with one label. Its score for a conversation is the head's output
+at the EOS that ends the last assistant turn. The chat template ends a finished conversation exactly on that EOS, and
+the classifier pools at the rightmost non-pad token, so plain `AutoModelForSequenceClassification` reads the same
+position as this module does.
+
+Normalisation (InstructGPT section 3.5): after training, the mean score of a reference set of demonstrations is
+folded into the model so that it scores them at mean 0 for anyone who loads it. GPT-2's classification head has no
+bias, so the shift goes into the bias of the final layer norm, whose output feeds only the head:
+w . (ln(h) + b - m w / |w|^2) = w . (ln(h) + b) - m.
+"""
+
+from __future__ import annotations
+
+from align.config import ModelConfig
+from align.hub import load_local_or_hub
+from align.models import set_chat_token_ids
+
+
+def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
+    """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
+
+    A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    if init_from is None:
+        arch = model.scratch
+        rm = GPT2ForSequenceClassification(GPT2Config(
+            vocab_size=len(tokenizer), n_layer=arch.n_layer, n_embd=arch.n_embd, n_head=arch.n_head,
+            n_positions=arch.n_positions, initializer_range=arch.initializer_range, num_labels=1,
+            resid_pdrop=arch.dropout, embd_pdrop=arch.dropout, attn_pdrop=arch.dropout,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+        new_head = True
+    else:
+
+        def load(name, local_files_only):
+            return AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=1, local_files_only=local_files_only, trust_remote_code=model.trust_remote_code,
+                dtype=torch.float32)
+
+        rm = load_local_or_hub(load, init_from, "model", "rm.init_from")
+        new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
+        if rm.get_input_embeddings().num_embeddings < len(tokenizer):
+            rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if new_head:
+        d = rm.config.hidden_size
+        torch.nn.init.normal_(rm.score.weight, std=1 / (d + 1) ** 0.5)
+    set_chat_token_ids(rm, tokenizer)
+    disable_dropout(rm)
+    return rm
+
+
+def disable_dropout(model) -> None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def position_ids(attention_mask):
+    """Positions that skip left padding, so a padded sequence sees the same positions as an unpadded one."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def reward_at_eos(rm, input_ids, attention_mask):
+    """(B,) scores of left- or right-padded sequences that end on their EOS (or on their last token)."""
+    return rm(input_ids=input_ids, attention_mask=attention_mask,
+              position_ids=position_ids(attention_mask)).logits[:, 0]
+
+
+def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
+    return tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
+
+
+def score(rm, tokenizer, conversations: list[list[dict]], batch_size: int = 32):
+    """(N,) scores of finished conversations (the last turn an assistant's), in the order given."""
+    import torch
+
+    rm.eval()
+    scores = []
+    for start in range(0, len(conversations), batch_size):
+        batch = [conversation_ids(tokenizer, c) for c in conversations[start : start + batch_size]]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in batch])
+        attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
+        with torch.no_grad():
+            scores.append(reward_at_eos(rm, input_ids, attention_mask))
+    return torch.cat(scores)
+
+
+def shift_scores(rm, offset: float) -> None:
+    """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring)."""
+    import torch
+
+    w = rm.score.weight[0]
+    with torch.no_grad():
+        rm.transformer.ln_f.bias -= offset * w / w.dot(w)
+    rm.config.reward_offset = getattr(rm.config, "reward_offset", 0.0) + offset

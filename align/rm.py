@@ -1,0 +1,110 @@
+"""Stage 2: the reward model (InstructGPT step 2).
+
+Learns a scalar r(x, y) from preference pairs with the Bradley-Terry loss
+-log sigmoid(r(x, y_chosen) - r(x, y_rejected)) (optional per-pair margin, optional reward centering), read at the
+EOS that ends the response. Built on TRL's RewardTrainer, initialised from the SFT model, dropout off. After
+training the RM is shifted so that SFT demonstrations score a mean of 0 (InstructGPT section 3.5); the shift is
+stored in the weights.
+
+    python -m align.rm +experiment=tiny                  # offline, CPU, after `python -m align.sft +experiment=tiny`
+    python -m align.rm +experiment=small                 # gpt2 on Anthropic HH-RLHF
+
+Reads   cfg.rm.init_from (default ${paths.sft}/final), cfg.data.prefs_train / prefs_eval, cfg.rm.normalize_on
+Writes  cfg.paths.rm/: final/ (AutoModelForSequenceClassification directory + tokenizer + chat template),
+        eval.json (accuracy, margins, calibration, length bias, gold agreement), metrics.jsonl, metrics.json, ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from align.config import Config
+from align.errors import UserError
+from align.runs import MetricsLog, is_main_process, run_stage, start_run
+from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
+
+
+def train(cfg: Config) -> dict:
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from align.data import read_records
+    from align.models import load_tokenizer
+    from align.reward import load_reward_model, score, shift_scores
+    from align.rm_eval import evaluate_pairs
+    from data_prep.prepare import ensure_prepared
+
+    run_dir = Path(cfg.paths.rm)
+    s = cfg.rm
+    if s.init_from == f"{cfg.paths.sft}/final" and not Path(s.init_from).is_dir():
+        raise UserError(f"no SFT model at {s.init_from}: run `python -m align.sft` with the same overrides first")
+    start_run(run_dir, cfg)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+
+    # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked first
+    ensure_prepared(cfg.data, [cfg.data.prefs_train, cfg.data.prefs_eval, s.normalize_on])
+    train_pairs, train_report = read_records(cfg.data.prefs_train, "pair", cfg.data.on_bad_record)
+    eval_pairs, eval_report = read_records(cfg.data.prefs_eval, "pair", cfg.data.on_bad_record)
+    reference, _ = read_records(s.normalize_on, "sft", cfg.data.on_bad_record)
+    if s.normalize_samples > 0:
+        reference = reference[: s.normalize_samples]
+
+    # 2. model: a one-label classifier on the SFT trunk, new head, dropout off
+    tokenizer = load_tokenizer(cfg.model, path=s.init_from)
+    rm = load_reward_model(cfg.model, tokenizer, s.init_from, cfg.seed)
+
+    # 3. trainer: Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
+    args = RewardConfig(
+        **trainer_arguments(s, cfg, run_dir),
+        max_length=s.max_length,
+        center_rewards_coefficient=s.center_rewards_coefficient,
+        disable_dropout=True,
+    )
+    trainer = RewardTrainer(
+        model=rm,
+        args=args,
+        train_dataset=Dataset.from_list(train_pairs),
+        eval_dataset=Dataset.from_list(eval_pairs),
+        processing_class=tokenizer,
+        callbacks=[jsonl_callback(metrics_log, "rm")],
+    )
+    too_long = {"train": len(train_pairs) - len(trainer.train_dataset),
+                "eval": len(eval_pairs) - len(trainer.eval_dataset)}
+    if any(too_long.values()):
+        print(f"dropped pairs longer than rm.max_length={s.max_length} tokens: {too_long}")
+
+    # 4. train, continuing from the last checkpoint of this run directory if there is one
+    last = last_checkpoint(run_dir, s.resume)
+    result = trainer.train(resume_from_checkpoint=last)
+
+    # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
+    offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
+    shift_scores(rm, offset)
+
+    # 6. evaluate on held-out pairs and save the plain Hugging Face directory
+    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, cfg.data.judge, s.eval_batch_size)
+    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step, "resumed_from": last,
+               "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
+               "dropped_too_long": too_long,
+               "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
+    trainer.save_model(str(run_dir / "final"))
+    if is_main_process():
+        flat = {f"rm/final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        metrics_log.write(trainer.state.global_step, flat)
+        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_stage(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

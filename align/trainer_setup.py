@@ -1,0 +1,64 @@
+"""What the Trainer-based stages (SFT, RM) share: arguments from the config, metrics to JSONL, resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from align.config import Config, TrainerSettings
+from align.runs import MetricsLog
+
+
+def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
+    """Keyword arguments shared by TRL's SFTConfig and RewardConfig."""
+    # transformers 5 takes the TensorBoard directory from the environment only; without it, a timestamped folder.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    return dict(
+        output_dir=str(run_dir),
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.lr,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=s.weight_decay,
+        adam_beta1=s.adam_beta1,
+        adam_beta2=s.adam_beta2,
+        adam_epsilon=s.adam_eps,
+        max_grad_norm=s.max_grad_norm,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        per_device_eval_batch_size=s.eval_batch_size,
+        logging_steps=s.logging_steps,
+        eval_strategy="steps",
+        eval_steps=s.eval_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        seed=cfg.seed,
+        bf16=cfg.distributed.mixed_precision == "bf16",
+        fp16=cfg.distributed.mixed_precision == "fp16",
+        report_to=["tensorboard"] if cfg.logger.tensorboard else [],
+        dataloader_num_workers=s.dataloader_workers,
+        gradient_checkpointing=s.gradient_checkpointing,  # TRL's configs turn it on unless told otherwise
+    )
+
+
+def jsonl_callback(metrics_log: MetricsLog, prefix: str):
+    """A TrainerCallback that copies every Trainer log line into metrics.jsonl under `prefix/`."""
+    from transformers import TrainerCallback
+
+    class LogToJsonl(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            metrics_log.write(state.global_step, {f"{prefix}/{k}": v for k, v in (logs or {}).items()})
+
+    return LogToJsonl()
+
+
+def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from, announced, or None for a fresh start."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
+    if last:
+        print(f"resuming from {last}")
+    return last

@@ -1,0 +1,559 @@
+"""SFT training throughput on this machine: TRL's SFTTrainer (unpacked and packed) against a plain PyTorch loop.
+
+Prints one Markdown table: this machine's fp32 matmul rate, then, for each model, non-pad tokens per second, the
+achieved model FLOP rate (6 * parameters * non-pad tokens/s) and its share of the matmul rate for
+
+    TRL SFTTrainer as align.sft configures it: unpacked, padded to the longest in the batch, assistant_only_loss
+    TRL SFTTrainer with packing=True (its default bfd strategy, which is padding-free: one flattened row per batch)
+    a plain loop (forward, loss, backward, clip, AdamW step) over the very batches each TRL run trained on
+
+Everything is offline: the tokenizer is a byte-level BPE trained on the benchmark's own text and the models are
+GPT-2s with random weights. Only the optimizer steps are timed (not data loading or collation), after a few warm-up
+steps, in both the TRL and the plain runs.
+
+    python -m benchmarks.sft_throughput                                  # tiny and gpt2-124m at 512 tokens
+    python -m benchmarks.sft_throughput --models tiny --steps 5          # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = [SHARED_DATA / "lima" / "lima.json", SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"]
+TINY_YAML = REPO / "conf" / "model" / "tiny.yaml"
+LEARNING_RATE = 2e-5  # conf/sft/default.yaml; throughput does not depend on it
+
+
+@dataclass
+class ModelSpec:
+    """Per-model run sizes: rows per step (the same for unpacked and packed), untimed warm-up and timed steps.
+
+    Sized so the whole run (six configurations per model) stays within about ten minutes on a 2-core CPU even when
+    the machine is shared: a gpt2-124m step over 2 x 512 tokens takes 10-20 s there, so it gets few, noisy, timed
+    steps. Warm-up covers the first two steps, which on this CPU run 2-5x slower than the rest (first-touch page
+    faults while glibc's malloc adapts its mmap threshold, optimizer state creation); nothing is compiled.
+    """
+
+    batch_size: int
+    warmup: int
+    steps: int
+
+
+MODELS = {
+    "tiny": ModelSpec(batch_size=8, warmup=3, steps=3),
+    "gpt2-124m": ModelSpec(batch_size=2, warmup=2, steps=2),
+}
+
+
+@dataclass
+class Measurement:
+    """Timed steps of one configuration; tokens are non-pad tokens, `slots` all positions of the input tensors.
+
+    matmul_probe: the matmul rate measured just before the configuration ran, a gauge of contention on a shared box.
+    """
+
+    seconds: list[float]
+    tokens: list[int]
+    slots: list[int]
+    peak_rss_mib: float
+    matmul_probe: float = float("nan")
+
+    @property
+    def seconds_per_step(self) -> float:
+        return sum(self.seconds) / len(self.seconds)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(self.tokens) / sum(self.seconds)
+
+    @property
+    def fill(self) -> float:
+        """Share of the input positions that are real tokens: what padding costs."""
+        return sum(self.tokens) / sum(self.slots)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def matmul_gflops(n: int, warmup: int, reps: int) -> float:
+    """Median fp32 GFLOP/s of an n x n matmul: the ceiling the model FLOP rates are compared against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(warmup):
+        torch.matmul(a, b)
+    rates = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's resident-set high-water mark so each configuration reports its own peak (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # the peak then accumulates over the run; still an upper bound
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process since the last reset, in MiB (whole process, Python and torch included)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- data, tokenizer, models
+
+
+def load_conversations(paths: list[Path], seed: int) -> list[dict]:
+    """Instruction records ({instruction, input, output}) as one-turn chats, shuffled so batches mix lengths."""
+    conversations = []
+    for path in paths:
+        for record in json.loads(path.read_text()):
+            prompt = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
+            conversations.append(
+                {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]}
+            )
+    random.Random(seed).shuffle(conversations)
+    return conversations
+
+
+def build_tokenizer(conversations: list[dict], vocab_size: int, out_dir: Path):
+    """The project's chat tokenizer (ChatML template with generation markers, distinct pad), trained on the data."""
+    from transformers import AutoTokenizer
+
+    from align.tokens import train_tiny_tokenizer
+
+    texts = [message["content"] for conversation in conversations for message in conversation["messages"]]
+    train_tiny_tokenizer(texts, vocab_size, out_dir)
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+def gpt2_config(name: str, tokenizer, seq_len: int):
+    """GPT-2 config of a benchmarked model, its vocabulary the tokenizer's and its context at least `seq_len`.
+
+    tiny: the architecture of conf/model/tiny.yaml, built the way align.models.load_causal_lm builds it.
+    gpt2-124m: GPT2Config() defaults (12 layers, 768 wide, 12 heads, 1024 positions), random weights.
+    """
+    from transformers import GPT2Config
+
+    special = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if name == "gpt2-124m":
+        config = GPT2Config(**special)
+    elif name == "tiny":
+        arch = yaml.safe_load(TINY_YAML.read_text())["scratch"]
+        dropout = arch.get("dropout", GPT2Config().resid_pdrop)
+        config = GPT2Config(
+            n_layer=arch["n_layer"],
+            n_embd=arch["n_embd"],
+            n_head=arch["n_head"],
+            n_positions=arch["n_positions"],
+            initializer_range=arch["initializer_range"],
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            **special,
+        )
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    config.n_positions = max(config.n_positions, seq_len)
+    return config
+
+
+def build_model(config, tokenizer, seed: int):
+    """A freshly initialised model: every configuration of one model starts from the same weights."""
+    from transformers import GPT2LMHeadModel
+
+    from align.models import set_chat_token_ids
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    set_chat_token_ids(model, tokenizer)
+    return model
+
+
+def count_parameters(model) -> int:
+    """Distinct parameters (the tied input/output embedding once): the N of the 6 * N FLOPs-per-token estimate."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- TRL path
+
+
+class RecordingCollator:
+    """Wraps the trainer's collator and keeps every batch, so the plain loop can replay exactly the same batches."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.batches: list[dict] = []
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        self.batches.append(dict(batch))  # a copy: the trainer adds keys (use_cache) to the dict it is given
+        return batch
+
+
+def step_timer(warmup: int):
+    """A callback timing each optimizer step after `warmup` and reading its non-pad tokens from the trainer's count.
+
+    on_step_begin fires after the batch is fetched and collated, and on_step_end after the optimizer step; the
+    trainer counts the step's tokens (include_num_input_tokens_seen="non_padding") in between.
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.tokens: list[int] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+            self._tokens_before = state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step > warmup:
+                self.seconds.append(time.perf_counter() - self._start)
+                self.tokens.append(state.num_input_tokens_seen - self._tokens_before)
+
+    return StepTimer()
+
+
+def run_trl(
+    model,
+    tokenizer,
+    dataset,
+    *,
+    packing: bool,
+    gradient_checkpointing: bool,
+    batch_size: int,
+    seq_len: int,
+    warmup: int,
+    steps: int,
+    seed: int,
+    out_dir: Path,
+) -> tuple[Measurement, list[dict]]:
+    """Train `warmup + steps` steps with SFTTrainer configured like align.sft; returns the timing and the batches.
+
+    align.sft leaves gradient_checkpointing at TRL's default, which is True (TRL's own default, not transformers'),
+    so the stage as configured recomputes every layer's forward in the backward pass; bf16 is off as on a CPU run.
+    """
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(out_dir),
+        max_steps=warmup + steps,
+        learning_rate=LEARNING_RATE,
+        per_device_train_batch_size=batch_size,
+        max_length=seq_len,
+        packing=packing,
+        assistant_only_loss=True,
+        gradient_checkpointing=gradient_checkpointing,
+        bf16=False,
+        include_num_input_tokens_seen="non_padding",
+        logging_steps=10**6,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=seed,
+    )
+    timer = step_timer(warmup)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)  # it prints the final train metrics on stdout, where the table goes
+    recorder = RecordingCollator(trainer.data_collator)
+    trainer.data_collator = recorder
+    trainer.train()
+    # The dataloader may have collated one batch ahead; the trained batches are the first warmup + steps.
+    batches = recorder.batches[: warmup + steps]
+    slots = [batch["input_ids"].numel() for batch in batches[warmup:]]
+    return Measurement(timer.seconds, timer.tokens, slots, peak_rss_mib()), batches
+
+
+# ---------------------------------------------------------------- plain loop
+
+
+def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int) -> Measurement:
+    """Forward with the model's own loss, backward, clip and AdamW step: what Trainer does, without the framework.
+
+    The optimizer is torch's fused AdamW, the one Trainer picks by default (adamw_torch_fused), with its defaults
+    (no weight decay) and the same gradient clipping (max_grad_norm=1.0).
+    """
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, fused=True)
+    seconds, tokens, slots = [], [], []
+    for index, batch in enumerate(batches):
+        start = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - start
+        if index >= warmup:
+            seconds.append(elapsed)
+            tokens.append(int((batch["input_ids"] != pad_token_id).sum()))
+            slots.append(batch["input_ids"].numel())
+    return Measurement(seconds, tokens, slots, peak_rss_mib())
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def report_progress(model: str, configuration: str, m: Measurement) -> None:
+    """One line on stderr per finished configuration: the run takes minutes and the table only comes at the end."""
+    print(
+        f"{model} {configuration}: {m.seconds_per_step:.2f} s/step, {m.tokens_per_second:,.0f} non-pad tok/s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def benchmark_model(
+    name: str, spec: ModelSpec, tokenizer, dataset, seq_len: int, seed: int, matmul_size: int, work_dir: Path
+) -> tuple[int, dict[str, Measurement]]:
+    """All configurations of one model, each from the same initial weights; returns its size and measurements.
+
+    Per layout: TRL as align.sft configures it (gradient checkpointing on), TRL with it off, and the plain loop
+    replaying the first TRL run's batches (the second TRL run trains on the same ones: same seed and data).
+    """
+    config = gpt2_config(name, tokenizer, seq_len)
+    results: dict[str, Measurement] = {}
+    n_params = 0
+    for layout in ("unpacked", "packed"):
+        for checkpointing in (True, False):
+            probe = matmul_gflops(matmul_size, warmup=1, reps=3)
+            reset_peak_rss()
+            model = build_model(config, tokenizer, seed)
+            n_params = count_parameters(model)
+            key = f"TRL {layout}" + ("" if checkpointing else " no-gc")
+            results[key], trained = run_trl(
+                model,
+                tokenizer,
+                dataset,
+                packing=layout == "packed",
+                gradient_checkpointing=checkpointing,
+                batch_size=spec.batch_size,
+                seq_len=seq_len,
+                warmup=spec.warmup,
+                steps=spec.steps,
+                seed=seed,
+                out_dir=work_dir / f"{name}-{key}",
+            )
+            results[key].matmul_probe = probe
+            report_progress(name, key, results[key])
+            if checkpointing:
+                batches = trained
+            del model
+        probe = matmul_gflops(matmul_size, warmup=1, reps=3)
+        reset_peak_rss()
+        model = build_model(config, tokenizer, seed)
+        results[f"plain {layout}"] = run_plain(model, batches, tokenizer.pad_token_id, spec.warmup)
+        results[f"plain {layout}"].matmul_probe = probe
+        report_progress(name, f"plain {layout}", results[f"plain {layout}"])
+        del model
+    return n_params, results
+
+
+DESCRIPTIONS = {
+    "TRL unpacked": "TRL SFTTrainer as align.sft: unpacked (pad to longest), grad checkpointing on",
+    "TRL unpacked no-gc": "TRL SFTTrainer, unpacked, gradient_checkpointing=False",
+    "TRL packed": "TRL SFTTrainer, packing=True (bfd, padding-free), grad checkpointing on",
+    "TRL packed no-gc": "TRL SFTTrainer, packing=True, gradient_checkpointing=False",
+    "plain unpacked": "plain loop, same unpacked batches",
+    "plain packed": "plain loop, same packed batches",
+}
+
+
+def table(
+    matmul: float,
+    matmul_n: int,
+    seq_len: int,
+    models: dict[str, tuple[int, ModelSpec, dict[str, Measurement]]],
+) -> list[str]:
+    """The Markdown table, one row per configuration, the matmul ceiling first."""
+    header = (
+        "| model | params | configuration | rows x max len | warm-up + timed steps | s/step | non-pad tok/step "
+        "| fill | non-pad tok/s | model GFLOP/s | % of matmul | x TRL unpacked | peak RSS MiB "
+        "| matmul GFLOP/s just before |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines.append(
+        f"| (machine) | | torch.matmul fp32 {matmul_n}x{matmul_n}, median | | | | | | | {matmul:.1f} | 100% | | | |"
+    )
+    for name, (n_params, spec, results) in models.items():
+        baseline = results["TRL unpacked"].tokens_per_second
+        for key, m in results.items():
+            gflops = 6 * n_params * m.tokens_per_second / 1e9
+            lines.append(
+                f"| {name} | {n_params / 1e6:.1f}M | {DESCRIPTIONS[key]} | {spec.batch_size} x {seq_len} "
+                f"| {spec.warmup} + {len(m.seconds)} | {m.seconds_per_step:.3f} | {statistics.mean(m.tokens):.0f} "
+                f"| {m.fill:.0%} "
+                f"| {m.tokens_per_second:,.0f} | {gflops:.1f} | {gflops / matmul:.0%} "
+                f"| {m.tokens_per_second / baseline:.2f} | {m.peak_rss_mib:,.0f} | {m.matmul_probe:.0f} |"
+            )
+    return lines
+
+
+def target_notes(matmul: float, models: dict[str, tuple[int, ModelSpec, dict[str, Measurement]]]) -> list[str]:
+    """The issue's targets, reported (not asserted) for each model."""
+    notes = []
+    for name, (n_params, _, results) in models.items():
+        rate = {key: m.tokens_per_second for key, m in results.items()}
+        share = 6 * n_params * rate["TRL unpacked"] / 1e9 / matmul
+        checks = [
+            ("TRL unpacked (as configured) model FLOP rate >= 60% of matmul", share, 0.60, f"{share:.0%}"),
+            ("TRL unpacked / plain unpacked >= 1", rate["TRL unpacked"] / rate["plain unpacked"], 1.0, None),
+            (
+                "TRL unpacked no-gc / plain unpacked >= 1",
+                rate["TRL unpacked no-gc"] / rate["plain unpacked"],
+                1.0,
+                None,
+            ),
+            ("TRL packed / plain packed >= 1", rate["TRL packed"] / rate["plain packed"], 1.0, None),
+            ("TRL packed no-gc / plain packed >= 1", rate["TRL packed no-gc"] / rate["plain packed"], 1.0, None),
+            ("TRL packed / TRL unpacked >= 1.5", rate["TRL packed"] / rate["TRL unpacked"], 1.5, None),
+        ]
+        for label, value, goal, shown in checks:
+            verdict = "met" if value >= goal else "MISSED"
+            notes.append(f"- target {name}: {label}: {shown or f'{value:.2f}x'} -> {verdict}")
+    return notes
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,gpt2-124m", help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed optimizer steps per configuration (default: "
+        + ", ".join(f"{k} {v.steps}" for k, v in MODELS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed optimizer steps before the timed ones (default: "
+        + ", ".join(f"{k} {v.warmup}" for k, v in MODELS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per optimizer step, unpacked and packed (default: "
+        + ", ".join(f"{k} {v.batch_size}" for k, v in MODELS.items())
+        + ")",
+    )
+    parser.add_argument("--seq-len", type=int, default=512, help="max_length: truncation and packing length")
+    parser.add_argument(
+        "--data",
+        default=",".join(str(p) for p in DEFAULT_DATA),
+        help="comma-separated JSON lists of {instruction, input, output} (default: LIMA + Alpaca "
+        "slices in <repo>/../shared/data)",
+    )
+    parser.add_argument("--vocab-size", type=int, default=8000, help="size of the BPE trained on the data")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    import datasets
+    import transformers
+    import trl
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    started, load_before = time.perf_counter(), os.getloadavg()
+
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"unknown models {unknown}; choose from {sorted(MODELS)}")
+    data_paths = [Path(p) for p in args.data.split(",")]
+
+    matmul = matmul_gflops(args.matmul_size, warmup=3, reps=10)
+    conversations = load_conversations(data_paths, args.seed)
+    dataset = datasets.Dataset.from_list(conversations)
+    models = {}
+    # Libraries print warnings and summaries on stdout (DeepSpeed's accelerator probe, ...): only the table goes there.
+    with tempfile.TemporaryDirectory() as work, contextlib.redirect_stdout(sys.stderr):
+        tokenizer = build_tokenizer(conversations, args.vocab_size, Path(work) / "tokenizer")
+        for name in names:
+            default = MODELS[name]
+            spec = ModelSpec(
+                batch_size=args.batch_size or default.batch_size,
+                warmup=default.warmup if args.warmup is None else args.warmup,
+                steps=args.steps or default.steps,
+            )
+            n_params, results = benchmark_model(
+                name, spec, tokenizer, dataset, args.seq_len, args.seed, args.matmul_size, Path(work)
+            )
+            models[name] = (n_params, spec, results)
+
+    lines = table(matmul, args.matmul_size, args.seq_len, models)
+    lines += [
+        "",
+        f"Data: {len(conversations)} one-turn chats from {', '.join(p.name for p in data_paths)}, truncated to "
+        f"{args.seq_len} tokens; BPE vocab {len(tokenizer)}; loss on assistant tokens only (assistant_only_loss).",
+        "Rows per step are equal for unpacked and packed, so both have the same token budget per step "
+        f"(rows x {args.seq_len}): unpacked rows are padded to the longest in the batch, packed rows are filled by "
+        "bfd and flattened into one padding-free row (no attention mask; position_ids mark the documents).",
+        "Non-pad tokens: attention_mask == 1 (unpacked) or every token of the flattened row (packed); TRL rows use "
+        "the trainer's own count (include_num_input_tokens_seen='non_padding'). fill = non-pad / all input positions.",
+        "Timing: after the warm-up steps, the mean over the timed steps of on_step_begin -> "
+        "on_step_end (TRL) or forward -> optimizer step (plain), data loading and collation excluded. Plain loop: "
+        "model's own loss (full logits + cross-entropy), fused AdamW, clip 1.0, replaying the TRL run's batches.",
+        "model GFLOP/s = 6 x params x non-pad tok/s (params include the tied embedding); % of matmul relative to the "
+        "machine row. Peak RSS: whole-process high-water mark, reset before each configuration. The last column "
+        "re-measures the matmul rate (1 + 3 reps) right before each configuration: where it is well below the "
+        "machine row, other work was competing for the 2 cores and that row is slowed too.",
+        "Packed = padding-free here: GPT-2 runs sdpa (no FlashAttention varlen kernel on CPU), so the flattened row of "
+        "rows x max len tokens gets a dense block-diagonal mask and attention costs grow with (rows x max len)^2, not "
+        "rows x max len^2: packing pays less, or loses, as rows per step grow.",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, transformers {transformers.__version__}, trl {trl.__version__}. "
+        f"Load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after: the machine may be "
+        "shared, so numbers can be contended.",
+        f"Wall time of the benchmark: {time.perf_counter() - started:.0f} s.",
+        "",
+        *target_notes(matmul, models),
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

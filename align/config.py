@@ -71,7 +71,9 @@ class DataConfig:
     sft_eval: str | None
     prefs_train: str | None  # preference pairs {"prompt", "chosen", "rejected"}
     prefs_eval: str | None
+    prompts_train: str | None  # prompts {"prompt": [...]} that PPO samples responses to
     prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
+    ptx_train: str | None  # pretraining text {"text": ...} for PPO-ptx
     judge: str | None  # data_prep module with gold_score(prompt, response, ended) for this task; None: no judge
     on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
 
@@ -117,6 +119,42 @@ class RMSettings(TrainerSettings):
 
 
 @dataclass
+class PPOSettings:
+    """PPO against the reward model (InstructGPT step 3); names follow the papers' symbols."""
+
+    policy_init: str  # the SFT model: initial policy and frozen reference
+    value_init: str  # the value model starts as the reward model (InstructGPT, Stiennon et al.)
+    reward_model: str  # frozen, normalised reward model
+    total_episodes: int  # prompts sampled over the whole run
+    batch_size: int  # episodes per update, per process
+    num_minibatches: int  # optimizer steps per PPO epoch
+    ppo_epochs: int  # passes over each batch
+    lr: float
+    lr_schedule: str  # "linear" (to 0 over the run) or "constant"
+    adam_eps: float  # 1e-5, not PyTorch's 1e-8: PyTorch's eps makes early Adam updates too aggressive
+    max_grad_norm: float
+    max_prompt_tokens: int  # longer prompts are dropped (and counted)
+    response_tokens: int  # sampling budget; responses stop at EOS or here
+    temperature: float  # sampling temperature, and the divisor of logits in every logprob
+    kl_coef: float  # beta: weight of the per-token KL penalty to the reference
+    kl_estimator: str  # "k1" (-log r) or "k3" ((r - 1) - log r)
+    adaptive_kl: bool  # Ziegler et al.'s controller towards kl_target over kl_horizon episodes
+    kl_target: float
+    kl_horizon: int
+    gamma: float
+    lam: float
+    cliprange: float
+    cliprange_value: float
+    vf_coef: float
+    whiten_rewards: bool
+    missing_eos_mode: str  # "replace" the score of a response without EOS by missing_eos_penalty, "subtract" it, "none"
+    missing_eos_penalty: float
+    ptx_coef: float  # gamma of InstructGPT eq. 2: weight of the LM loss on pretraining text; 0 is plain PPO
+    ptx_batch_size: int  # pretraining texts per minibatch
+    log_every: int  # updates
+
+
+@dataclass
 class EvalConfig:
     """How responses are sampled whenever a model is judged."""
 
@@ -143,6 +181,7 @@ class PathsConfig:
     data: str  # prepared datasets
     sft: str  # the SFT run directory; later stages find its final model here
     rm: str  # the reward-model run directory
+    ppo: str  # the PPO run directory (named after the variant, so ablations do not overwrite each other)
 
 
 @dataclass
@@ -154,6 +193,7 @@ class Config:
     data: DataConfig
     sft: SFTSettings
     rm: RMSettings
+    ppo: PPOSettings
     eval: EvalConfig
     distributed: DistributedConfig
     logger: LoggerConfig

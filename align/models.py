@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from align.config import ModelConfig
+from align.config import ModelConfig, ScratchArchitecture
 from align.errors import UserError
 from align.hub import load_local_or_hub
 from align.tokens import add_chat_tokens
@@ -30,29 +30,13 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
     init_from: hub name or directory to load; None builds `model.scratch` with random weights (seeded).
     """
     import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
     if init_from is None:
         if model.scratch is None:
             raise UserError("sft.init_from is null and model.scratch is not set: nothing to build the model from")
         torch.manual_seed(seed)
-        arch = model.scratch
-        lm = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=len(tokenizer),
-                n_layer=arch.n_layer,
-                n_embd=arch.n_embd,
-                n_head=arch.n_head,
-                n_positions=arch.n_positions,
-                initializer_range=arch.initializer_range,
-                resid_pdrop=arch.dropout,
-                embd_pdrop=arch.dropout,
-                attn_pdrop=arch.dropout,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        lm = GPT2LMHeadModel(scratch_config(model.scratch, tokenizer))
     else:
 
         def load(name, local_files_only):
@@ -69,6 +53,27 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
             lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     set_chat_token_ids(lm, tokenizer)
     return lm
+
+
+def scratch_config(arch: ScratchArchitecture, tokenizer, **extra):
+    """The GPT2Config of a model built from scratch for this tokenizer (extra: e.g. num_labels=1)."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_layer=arch.n_layer,
+        n_embd=arch.n_embd,
+        n_head=arch.n_head,
+        n_positions=arch.n_positions,
+        initializer_range=arch.initializer_range,
+        resid_pdrop=arch.dropout,
+        embd_pdrop=arch.dropout,
+        attn_pdrop=arch.dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
 
 
 def set_chat_token_ids(lm, tokenizer) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from align.config import ModelConfig
 from align.hub import load_local_or_hub
-from align.models import set_chat_token_ids
+from align.models import scratch_config, set_chat_token_ids
 
 
 def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
@@ -24,17 +24,11 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
     A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
 
     torch.manual_seed(seed)
     if init_from is None:
-        arch = model.scratch
-        rm = GPT2ForSequenceClassification(GPT2Config(
-            vocab_size=len(tokenizer), n_layer=arch.n_layer, n_embd=arch.n_embd, n_head=arch.n_head,
-            n_positions=arch.n_positions, initializer_range=arch.initializer_range, num_labels=1,
-            resid_pdrop=arch.dropout, embd_pdrop=arch.dropout, attn_pdrop=arch.dropout,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id))
+        rm = GPT2ForSequenceClassification(scratch_config(model.scratch, tokenizer, num_labels=1))
         new_head = True
     else:
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from align.config import Config
 from align.errors import UserError
-from align.runs import MetricsLog, is_main_process, run_stage, start_run
+from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
 
 
@@ -34,7 +34,7 @@ def train(cfg: Config) -> dict:
 
     from align.data import read_records
     from align.models import load_tokenizer
-    from align.reward import load_reward_model, score, shift_scores
+    from align.reward import conversation_ids, load_reward_model, score, shift_scores
     from align.rm_eval import evaluate_pairs
     from data_prep.prepare import ensure_prepared
 
@@ -72,10 +72,20 @@ def train(cfg: Config) -> dict:
         processing_class=tokenizer,
         callbacks=[jsonl_callback(metrics_log, "rm")],
     )
-    too_long = {"train": len(train_pairs) - len(trainer.train_dataset),
-                "eval": len(eval_pairs) - len(trainer.eval_dataset)}
+    # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
+    # the same for training pairs).
+    def fits(messages: list[dict]) -> bool:
+        return len(conversation_ids(tokenizer, messages)) <= s.max_length
+
+    n_eval, n_reference = len(eval_pairs), len(reference)
+    eval_pairs = [p for p in eval_pairs if fits(p["prompt"] + p["chosen"]) and fits(p["prompt"] + p["rejected"])]
+    reference = [r for r in reference if fits(r["messages"])]
+    too_long = {"train": len(train_pairs) - len(trainer.train_dataset), "eval": n_eval - len(eval_pairs),
+                "reference": n_reference - len(reference)}
     if any(too_long.values()):
-        print(f"dropped pairs longer than rm.max_length={s.max_length} tokens: {too_long}")
+        print(f"left out conversations longer than rm.max_length={s.max_length} tokens: {too_long}")
+    if not reference or not eval_pairs:
+        raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: {too_long}")
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
     last = last_checkpoint(run_dir, s.resume)
@@ -93,11 +103,8 @@ def train(cfg: Config) -> dict:
                "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
     trainer.save_model(str(run_dir / "final"))
     if is_main_process():
-        flat = {f"rm/final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-        metrics_log.write(trainer.state.global_step, flat)
         (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(json.dumps(metrics, indent=2))
+    finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
     return metrics
 
 

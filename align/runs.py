@@ -78,3 +78,13 @@ class MetricsLog:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def finish_run(run_dir: Path, metrics_log: MetricsLog, step: int, stage: str, metrics: dict) -> None:
+    """The final numbers: to metrics.json, as one last metrics.jsonl line, and to stdout (main process only)."""
+    if not is_main_process():
+        return
+    numbers = {f"{stage}/final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    metrics_log.write(step, numbers)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))

@@ -15,14 +15,13 @@ Writes  cfg.paths.sft/: final/ (plain Hugging Face model + tokenizer + chat temp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
-from align.runs import MetricsLog, is_main_process, run_stage, start_run
+from align.runs import MetricsLog, finish_run, run_stage, start_run
 from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
 
 
@@ -74,11 +73,7 @@ def train(cfg: Config) -> dict:
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}
     trainer.save_model(str(run_dir / "final"))
-    if is_main_process():
-        metrics_log.write(trainer.state.global_step, {f"sft/final/{k}": v for k, v in metrics.items()
-                                                      if isinstance(v, (int, float))})
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(json.dumps(metrics, indent=2))
+    finish_run(run_dir, metrics_log, trainer.state.global_step, "sft", metrics)
     return metrics
 
 

@@ -4,8 +4,15 @@ Prints one Markdown table: this machine's fp32 matmul rate, then, for each model
 achieved model FLOP rate (6 * parameters * non-pad tokens/s) and its share of the matmul rate for
 
     TRL SFTTrainer as align.sft configures it: unpacked, padded to the longest in the batch, assistant_only_loss
-    TRL SFTTrainer with packing=True (its default bfd strategy, which is padding-free: one flattened row per batch)
+    the same with sft.packing=true (TRL's bfd strategy, which is padding-free: one flattened row per batch)
     a plain loop (forward, loss, backward, clip, AdamW step) over the very batches each TRL run trained on
+    gpt2-124m only: TRL unpacked with sft.gradient_checkpointing=true, the price of that memory-saving option
+
+The TRL runs take their arguments from the real config tree, composed by Hydra for the experiment the model belongs
+to (tiny: +experiment=tiny, gpt2-124m: +experiment=small) and turned into SFTConfig by the stage's own
+align.trainer_setup.trainer_arguments, so a change of the stage's defaults (gradient checkpointing, optimizer,
+precision) shows up here without editing the benchmark. Only rows per step, max_length, max_steps and the seed are
+overridden on the config, and checkpointing, evaluation, logging and reporting are turned off on the SFTConfig.
 
 Everything is offline: the tokenizer is a byte-level BPE trained on the benchmark's own text and the models are
 GPT-2s with random weights. Only the optimizer steps are timed (not data loading or collation), after a few warm-up
@@ -27,37 +34,39 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEFAULT_DATA = [SHARED_DATA / "lima" / "lima.json", SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"]
-TINY_YAML = REPO / "conf" / "model" / "tiny.yaml"
-LEARNING_RATE = 2e-5  # conf/sft/default.yaml; throughput does not depend on it
 
 
 @dataclass
 class ModelSpec:
-    """Per-model run sizes: rows per step (the same for unpacked and packed), untimed warm-up and timed steps.
+    """Per-model run settings: the experiment whose config the stage would run it with, rows per step (the same for
+    unpacked and packed), untimed warm-up and timed steps, and whether to time gradient checkpointing too.
 
-    Sized so the whole run (six configurations per model) stays within about ten minutes on a 2-core CPU even when
-    the machine is shared: a gpt2-124m step over 2 x 512 tokens takes 10-20 s there, so it gets few, noisy, timed
-    steps. Warm-up covers the first two steps, which on this CPU run 2-5x slower than the rest (first-touch page
-    faults while glibc's malloc adapts its mmap threshold, optimizer state creation); nothing is compiled.
+    Sized so the whole run (five configurations for gpt2-124m, four for tiny) stays within about ten minutes on a
+    2-core CPU even when the machine is shared: a gpt2-124m step over 2 x 512 tokens takes 10-20 s there, so it gets
+    few, noisy, timed steps. Warm-up covers the first two steps, which on this CPU run 2-5x slower than the rest
+    (first-touch page faults while glibc's malloc adapts its mmap threshold, optimizer state creation); nothing is
+    compiled. The checkpointing row is only worth its minutes on the model it would be turned on for.
     """
 
+    experiment: str
     batch_size: int
     warmup: int
     steps: int
+    checkpointing_row: bool = False
 
 
 MODELS = {
-    "tiny": ModelSpec(batch_size=8, warmup=3, steps=3),
-    "gpt2-124m": ModelSpec(batch_size=2, warmup=2, steps=2),
+    "tiny": ModelSpec(experiment="tiny", batch_size=8, warmup=3, steps=3),
+    "gpt2-124m": ModelSpec(experiment="small", batch_size=2, warmup=2, steps=2, checkpointing_row=True),
 }
 
 
@@ -125,6 +134,45 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# ---------------------------------------------------------------- the stage's config
+
+
+def stage_config(spec: ModelSpec, seq_len: int, seed: int, *overrides: str):
+    """The validated Config `python -m align.sft +experiment=<spec.experiment> <overrides>` would run with.
+
+    Composed from conf/ and checked by align.config.load as the stage's entry point does (compose leaves out the
+    hydra node, as @hydra.main does), with the benchmark's sizes as command-line overrides: rows per step,
+    max_length, max_steps (warm-up + timed steps) and the seed. `overrides` are the stage options a row varies.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from align.config import load
+
+    sizes = [
+        f"+experiment={spec.experiment}",
+        f"seed={seed}",
+        f"sft.batch_size={spec.batch_size}",
+        f"sft.max_length={seq_len}",
+        f"sft.max_steps={spec.warmup + spec.steps}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="sft"):
+        cfg = load(compose(config_name="config", overrides=[*sizes, *overrides]))
+    if cfg.sft.grad_accum != 1:  # the step accounting and the plain loop's replay assume one batch per step
+        raise SystemExit(f"+experiment={spec.experiment} sets sft.grad_accum={cfg.sft.grad_accum}; expected 1")
+    return cfg
+
+
+def stage_summary(name: str, spec: ModelSpec, seq_len: int, seed: int) -> str:
+    """How a model's TRL rows were configured, for the notes: the command line and the options that cost time."""
+    cfg = stage_config(spec, seq_len, seed)
+    return (
+        f"{name}: +experiment={spec.experiment} sft.batch_size={spec.batch_size} sft.max_length={seq_len} "
+        f"sft.max_steps={spec.warmup + spec.steps} seed={seed} (gradient_checkpointing="
+        f"{cfg.sft.gradient_checkpointing}, mixed_precision={cfg.distributed.mixed_precision}, "
+        f"dataloader_workers={cfg.sft.dataloader_workers})"
+    )
+
+
 # ---------------------------------------------------------------- data, tokenizer, models
 
 
@@ -152,38 +200,23 @@ def build_tokenizer(conversations: list[dict], vocab_size: int, out_dir: Path):
     return AutoTokenizer.from_pretrained(out_dir)
 
 
-def gpt2_config(name: str, tokenizer, seq_len: int):
+def gpt2_config(cfg, tokenizer, seq_len: int):
     """GPT-2 config of a benchmarked model, its vocabulary the tokenizer's and its context at least `seq_len`.
 
-    tiny: the architecture of conf/model/tiny.yaml, built the way align.models.load_causal_lm builds it.
-    gpt2-124m: GPT2Config() defaults (12 layers, 768 wide, 12 heads, 1024 positions), random weights.
+    A model built from scratch by the experiment (tiny): its cfg.model.scratch architecture, set up the way
+    align.models.load_causal_lm sets it up. A hub model (small: gpt2): GPT2Config() defaults, which are gpt2's
+    architecture (12 layers, 768 wide, 12 heads, 1024 positions), with random weights, so nothing is downloaded.
     """
     from transformers import GPT2Config
 
-    special = {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if name == "gpt2-124m":
-        config = GPT2Config(**special)
-    elif name == "tiny":
-        arch = yaml.safe_load(TINY_YAML.read_text())["scratch"]
-        dropout = arch.get("dropout", GPT2Config().resid_pdrop)
-        config = GPT2Config(
-            n_layer=arch["n_layer"],
-            n_embd=arch["n_embd"],
-            n_head=arch["n_head"],
-            n_positions=arch["n_positions"],
-            initializer_range=arch["initializer_range"],
-            resid_pdrop=dropout,
-            embd_pdrop=dropout,
-            attn_pdrop=dropout,
-            **special,
-        )
+    from align.models import scratch_config
+
+    arch = cfg.model.scratch
+    if arch is None:
+        config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+        config = scratch_config(arch, tokenizer)
     config.n_positions = max(config.n_positions, seq_len)
     return config
 
@@ -246,46 +279,33 @@ def step_timer(warmup: int):
     return StepTimer()
 
 
-def run_trl(
-    model,
-    tokenizer,
-    dataset,
-    *,
-    packing: bool,
-    gradient_checkpointing: bool,
-    batch_size: int,
-    seq_len: int,
-    warmup: int,
-    steps: int,
-    seed: int,
-    out_dir: Path,
-) -> tuple[Measurement, list[dict]]:
-    """Train `warmup + steps` steps with SFTTrainer configured like align.sft; returns the timing and the batches.
+def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tuple[Measurement, list[dict]]:
+    """Train cfg.sft.max_steps steps with SFTTrainer configured as align.sft configures it from `cfg`; returns the
+    timing of the steps after `warmup` and the batches trained on.
 
-    align.sft leaves gradient_checkpointing at TRL's default, which is True (TRL's own default, not transformers'),
-    so the stage as configured recomputes every layer's forward in the backward pass; bf16 is off as on a CPU run.
+    The arguments are the stage's own (align.sft.train): trainer_arguments(cfg.sft, cfg, run_dir), then max_length,
+    packing and assistant_only_loss. Overridden after them, and only because a benchmark has no use for them:
+    checkpoints, evaluation (there is no eval set), logging, reporting and the progress bar, plus the trainer's
+    non-pad token count the timer reads. trainer_arguments also points TENSORBOARD_LOGGING_DIR into `out_dir`.
     """
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from align.trainer_setup import trainer_arguments
+
     args = SFTConfig(
-        output_dir=str(out_dir),
-        max_steps=warmup + steps,
-        learning_rate=LEARNING_RATE,
-        per_device_train_batch_size=batch_size,
-        max_length=seq_len,
-        packing=packing,
+        **{
+            **trainer_arguments(cfg.sft, cfg, out_dir),
+            "save_strategy": "no",
+            "eval_strategy": "no",
+            "logging_steps": 10**6,
+            "report_to": [],
+            "disable_tqdm": True,
+            "include_num_input_tokens_seen": "non_padding",
+        },
+        max_length=cfg.sft.max_length,
+        packing=cfg.sft.packing,
         assistant_only_loss=True,
-        gradient_checkpointing=gradient_checkpointing,
-        bf16=False,
-        include_num_input_tokens_seen="non_padding",
-        logging_steps=10**6,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=seed,
     )
     timer = step_timer(warmup)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
@@ -293,8 +313,8 @@ def run_trl(
     recorder = RecordingCollator(trainer.data_collator)
     trainer.data_collator = recorder
     trainer.train()
-    # The dataloader may have collated one batch ahead; the trained batches are the first warmup + steps.
-    batches = recorder.batches[: warmup + steps]
+    # The dataloader may have collated one batch ahead; the trained batches are the first max_steps.
+    batches = recorder.batches[: cfg.sft.max_steps]
     slots = [batch["input_ids"].numel() for batch in batches[warmup:]]
     return Measurement(timer.seconds, timer.tokens, slots, peak_rss_mib()), batches
 
@@ -302,20 +322,28 @@ def run_trl(
 # ---------------------------------------------------------------- plain loop
 
 
-def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int) -> Measurement:
+def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int, sft) -> Measurement:
     """Forward with the model's own loss, backward, clip and AdamW step: what Trainer does, without the framework.
 
-    The optimizer is torch's fused AdamW, the one Trainer picks by default (adamw_torch_fused), with its defaults
-    (no weight decay) and the same gradient clipping (max_grad_norm=1.0).
+    The optimizer is torch's fused AdamW, the one Trainer picks by default (adamw_torch_fused), with the stage's
+    settings `sft` (lr, betas, eps, weight decay on every parameter, which costs the same) and its gradient
+    clipping; the learning rate stays constant, which costs nothing either way.
     """
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=sft.lr,
+        betas=(sft.adam_beta1, sft.adam_beta2),
+        eps=sft.adam_eps,
+        weight_decay=sft.weight_decay,
+        fused=True,
+    )
     seconds, tokens, slots = [], [], []
     for index, batch in enumerate(batches):
         start = time.perf_counter()
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), sft.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - start
@@ -343,54 +371,49 @@ def benchmark_model(
 ) -> tuple[int, dict[str, Measurement]]:
     """All configurations of one model, each from the same initial weights; returns its size and measurements.
 
-    Per layout: TRL as align.sft configures it (gradient checkpointing on), TRL with it off, and the plain loop
-    replaying the first TRL run's batches (the second TRL run trains on the same ones: same seed and data).
+    Per layout: TRL as align.sft configures it, then the plain loop replaying that run's batches. With
+    spec.checkpointing_row, last, TRL unpacked again with sft.gradient_checkpointing=true (same seed and data, so
+    the same batches), to show what turning the option on costs.
     """
-    config = gpt2_config(name, tokenizer, seq_len)
+    # (row, stage options it varies, row of the plain loop replaying its batches or None)
+    runs = [
+        ("TRL unpacked", ["sft.packing=false"], "plain unpacked"),
+        ("TRL packed", ["sft.packing=true"], "plain packed"),
+    ]
+    if spec.checkpointing_row:
+        runs.append(("TRL unpacked gc", ["sft.packing=false", "sft.gradient_checkpointing=true"], None))
     results: dict[str, Measurement] = {}
-    n_params = 0
-    for layout in ("unpacked", "packed"):
-        for checkpointing in (True, False):
-            probe = matmul_gflops(matmul_size, warmup=1, reps=3)
-            reset_peak_rss()
-            model = build_model(config, tokenizer, seed)
-            n_params = count_parameters(model)
-            key = f"TRL {layout}" + ("" if checkpointing else " no-gc")
-            results[key], trained = run_trl(
-                model,
-                tokenizer,
-                dataset,
-                packing=layout == "packed",
-                gradient_checkpointing=checkpointing,
-                batch_size=spec.batch_size,
-                seq_len=seq_len,
-                warmup=spec.warmup,
-                steps=spec.steps,
-                seed=seed,
-                out_dir=work_dir / f"{name}-{key}",
-            )
-            results[key].matmul_probe = probe
-            report_progress(name, key, results[key])
-            if checkpointing:
-                batches = trained
-            del model
+    for key, overrides, plain in runs:
+        cfg = stage_config(spec, seq_len, seed, *overrides)
+        config = gpt2_config(cfg, tokenizer, seq_len)
         probe = matmul_gflops(matmul_size, warmup=1, reps=3)
         reset_peak_rss()
         model = build_model(config, tokenizer, seed)
-        results[f"plain {layout}"] = run_plain(model, batches, tokenizer.pad_token_id, spec.warmup)
-        results[f"plain {layout}"].matmul_probe = probe
-        report_progress(name, f"plain {layout}", results[f"plain {layout}"])
+        n_params = count_parameters(model)
+        results[key], batches = run_trl(
+            model, tokenizer, dataset, cfg, warmup=spec.warmup, out_dir=work_dir / f"{name}-{key}"
+        )
+        results[key].matmul_probe = probe
+        report_progress(name, key, results[key])
         del model
-    return n_params, results
+        if plain is None:
+            continue
+        probe = matmul_gflops(matmul_size, warmup=1, reps=3)
+        reset_peak_rss()
+        model = build_model(config, tokenizer, seed)
+        results[plain] = run_plain(model, batches, tokenizer.pad_token_id, spec.warmup, cfg.sft)
+        results[plain].matmul_probe = probe
+        report_progress(name, plain, results[plain])
+        del model
+    return n_params, {key: results[key] for key in DESCRIPTIONS if key in results}
 
 
-DESCRIPTIONS = {
-    "TRL unpacked": "TRL SFTTrainer as align.sft: unpacked (pad to longest), grad checkpointing on",
-    "TRL unpacked no-gc": "TRL SFTTrainer, unpacked, gradient_checkpointing=False",
-    "TRL packed": "TRL SFTTrainer, packing=True (bfd, padding-free), grad checkpointing on",
-    "TRL packed no-gc": "TRL SFTTrainer, packing=True, gradient_checkpointing=False",
+DESCRIPTIONS = {  # also the order of the rows
+    "TRL unpacked": "TRL SFTTrainer as align.sft: unpacked (pad to longest)",
+    "TRL packed": "TRL SFTTrainer as align.sft with sft.packing=true (bfd, padding-free)",
     "plain unpacked": "plain loop, same unpacked batches",
     "plain packed": "plain loop, same packed batches",
+    "TRL unpacked gc": "TRL unpacked + gradient_checkpointing=True",
 }
 
 
@@ -433,14 +456,7 @@ def target_notes(matmul: float, models: dict[str, tuple[int, ModelSpec, dict[str
         checks = [
             ("TRL unpacked (as configured) model FLOP rate >= 60% of matmul", share, 0.60, f"{share:.0%}"),
             ("TRL unpacked / plain unpacked >= 1", rate["TRL unpacked"] / rate["plain unpacked"], 1.0, None),
-            (
-                "TRL unpacked no-gc / plain unpacked >= 1",
-                rate["TRL unpacked no-gc"] / rate["plain unpacked"],
-                1.0,
-                None,
-            ),
             ("TRL packed / plain packed >= 1", rate["TRL packed"] / rate["plain packed"], 1.0, None),
-            ("TRL packed no-gc / plain packed >= 1", rate["TRL packed no-gc"] / rate["plain packed"], 1.0, None),
             ("TRL packed / TRL unpacked >= 1.5", rate["TRL packed"] / rate["TRL unpacked"], 1.5, None),
         ]
         for label, value, goal, shown in checks:
@@ -514,7 +530,8 @@ def main() -> None:
         tokenizer = build_tokenizer(conversations, args.vocab_size, Path(work) / "tokenizer")
         for name in names:
             default = MODELS[name]
-            spec = ModelSpec(
+            spec = replace(
+                default,
                 batch_size=args.batch_size or default.batch_size,
                 warmup=default.warmup if args.warmup is None else args.warmup,
                 steps=args.steps or default.steps,
@@ -536,7 +553,9 @@ def main() -> None:
         "the trainer's own count (include_num_input_tokens_seen='non_padding'). fill = non-pad / all input positions.",
         "Timing: after the warm-up steps, the mean over the timed steps of on_step_begin -> "
         "on_step_end (TRL) or forward -> optimizer step (plain), data loading and collation excluded. Plain loop: "
-        "model's own loss (full logits + cross-entropy), fused AdamW, clip 1.0, replaying the TRL run's batches.",
+        "model's own loss (full logits + cross-entropy), fused AdamW and clipping as the stage's config sets them, "
+        "replaying the TRL run's batches; gradient checkpointing as the stage sets it in the TRL rows, off in the "
+        "plain loop.",
         "model GFLOP/s = 6 x params x non-pad tok/s (params include the tied embedding); % of matmul relative to the "
         "machine row. Peak RSS: whole-process high-water mark, reset before each configuration. The last column "
         "re-measures the matmul rate (1 + 3 reps) right before each configuration: where it is well below the "
@@ -544,6 +563,9 @@ def main() -> None:
         "Packed = padding-free here: GPT-2 runs sdpa (no FlashAttention varlen kernel on CPU), so the flattened row of "
         "rows x max len tokens gets a dense block-diagonal mask and attention costs grow with (rows x max len)^2, not "
         "rows x max len^2: packing pays less, or loses, as rows per step grow.",
+        "Stage config of the TRL rows, composed from conf/ as `python -m align.sft` would: "
+        + "; ".join(stage_summary(name, spec, args.seq_len, args.seed) for name, (_, spec, _) in models.items())
+        + ".",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, transformers {transformers.__version__}, trl {trl.__version__}. "
         f"Load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after: the machine may be "

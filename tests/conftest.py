@@ -70,3 +70,12 @@ def tiny_sft_dir(tmp_path_factory, tiny_data_root) -> Path:
     result = run_module("align.sft", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "tiny" / "sft"
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tiny_sft_dir, tiny_data_root) -> Path:
+    """The run directory of one `python -m align.rm +experiment=tiny` on top of tiny_sft_dir."""
+    root = tiny_sft_dir.parent.parent
+    result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "tiny" / "rm"

@@ -12,15 +12,15 @@ from align.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
-STAGES = ["sft", "rm"]
+STAGES = ["sft", "rm", "ppo"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_experiment_composes_for_every_stage(experiment, stage):
     cfg = compose_config(f"+experiment={experiment}", "paths.root=/runs", stage=stage)
-    # The run directory Hydra uses is the stage's fixed path, named after the experiment.
-    assert cfg.hydra.run.dir == f"/runs/{experiment}/{stage}"
+    # The run directory Hydra uses is the stage's fixed path, named after the experiment (and PPO's variant).
+    assert cfg.hydra.run.dir == f"/runs/{experiment}/{stage}" + ("-baseline" if stage == "ppo" else "")
     config = load(_without_hydra(cfg))
     assert config.run_name == experiment
 
@@ -65,5 +65,8 @@ def test_stage_paths_are_fixed_and_readable():
     config = tiny_config("paths.root=/runs", "paths.data=/data")
     assert config.paths.sft == "/runs/tiny/sft"
     assert config.rm.init_from == config.paths.sft + "/final"  # the RM finds the SFT model by interpolation
+    assert config.ppo.policy_init == config.paths.sft + "/final"
+    assert config.ppo.value_init == config.ppo.reward_model == config.paths.rm + "/final"
+    assert config.paths.ppo == "/runs/tiny/ppo-baseline"
     assert config.data.dir.startswith("/data/")
     assert Path(config.data.sft_train).parent.parent == Path(config.data.dir)

@@ -11,11 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def rm_run(tiny_sft_dir, tiny_data_root):
-    root = tiny_sft_dir.parent.parent
-    result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "tiny" / "rm"
+def rm_run(tiny_rm_dir):
+    return tiny_rm_dir
 
 
 def test_rm_agrees_with_the_gold_judge_on_held_out_pairs(rm_run):

@@ -1,0 +1,247 @@
+"""Stage 3: PPO against the reward model (InstructGPT step 3), written out here on accelerate.
+
+Maximises E[r(x, y) - beta * KL(pi(.|x) || pi_SFT(.|x))] (+ gamma * LM loss on pretraining text for PPO-ptx) with
+PPO: per-token KL penalty, the RM score on the EOS, GAE, whitened advantages, clipped policy and value losses.
+Policy and frozen reference start from the SFT model; a separate value model starts from the reward model; the
+reward model is frozen. Dropout is off in all four. Every PPO detail is a tested pure function in align/rlhf/losses.py.
+
+Sampling: temperature only (top_k 0, top_p 1), stopping at the end-of-turn EOS or after ppo.response_tokens; the
+tokens after a response's first EOS are padding. A response without EOS gets the EOS-trick penalty.
+
+    python -m align.ppo +experiment=tiny                 # offline, CPU, after align.sft and align.rm
+    python -m align.ppo +experiment=small
+
+Reads   cfg.ppo.policy_init (${paths.sft}/final), cfg.ppo.value_init / reward_model (${paths.rm}/final),
+        cfg.data.prompts_train, cfg.data.ptx_train (PPO-ptx)
+Writes  cfg.paths.ppo/: final/ (plain Hugging Face causal LM + tokenizer + chat template), metrics.jsonl,
+        metrics.json, config.resolved.yaml, provenance.json
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from align.config import Config
+from align.errors import UserError
+from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
+
+
+def train(cfg: Config) -> dict:
+    import torch
+    from accelerate import Accelerator
+    from trl.models import unwrap_model_for_generation
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from align.data import read_records
+    from align.judging import gold_evaluation
+    from align.models import load_causal_lm, load_tokenizer
+    from align.reward import load_reward_model, reward_at_eos
+    from align.rlhf import losses as L
+    from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
+    from data_prep.prepare import ensure_prepared
+
+    s = cfg.ppo
+    for upstream, stage in ((s.policy_init, "align.sft"), (s.reward_model, "align.rm"), (s.value_init, "align.rm")):
+        if upstream.startswith(cfg.paths.root) and not Path(upstream).is_dir():
+            raise UserError(f"no model at {upstream}: run `python -m {stage}` with the same overrides first")
+    if s.batch_size % s.num_minibatches:
+        raise UserError(f"ppo.batch_size={s.batch_size} is not divisible by ppo.num_minibatches={s.num_minibatches}")
+    accelerator = Accelerator(mixed_precision=cfg.distributed.mixed_precision)
+    run_dir = Path(cfg.paths.ppo)
+    start_run(run_dir, cfg)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+
+    # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
+    ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
+    tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
+    prompts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+               for r in prompt_records]
+    too_long = sum(len(p) > s.max_prompt_tokens for p in prompts)
+    prompts = [p for p in prompts if len(p) <= s.max_prompt_tokens]
+    if too_long:
+        print(f"dropped {too_long} prompts longer than ppo.max_prompt_tokens={s.max_prompt_tokens}")
+    ptx_texts = []
+    if s.ptx_coef > 0:
+        if cfg.data.ptx_train is None:
+            raise UserError("ppo.ptx_coef > 0 needs pretraining text: set data.ptx_train")
+        ptx_records, _ = read_records(cfg.data.ptx_train, "text", cfg.data.on_bad_record)
+        ptx_texts = [r["text"] for r in ptx_records]
+
+    # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four.
+    policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
+    reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
+    value = load_reward_model(cfg.model, tokenizer, s.value_init, cfg.seed)
+    reward_model = load_reward_model(cfg.model, tokenizer, s.reward_model, cfg.seed)
+    for model in (policy, reference, value, reward_model):
+        disable_dropout_in_model(model)
+    for frozen in (reference, reward_model):
+        frozen.requires_grad_(False)
+        frozen.eval()
+    model = PolicyAndValue(policy, value)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, eps=s.adam_eps)
+    world = accelerator.num_processes
+    num_updates = s.total_episodes // (s.batch_size * world)
+    if num_updates < 1:
+        raise UserError(f"ppo.total_episodes={s.total_episodes} is less than one batch ({s.batch_size * world})")
+
+    def lr_factor(step: int) -> float:
+        return 1.0 - step / num_updates if s.lr_schedule == "linear" else 1.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    reference, reward_model = reference.to(accelerator.device), reward_model.to(accelerator.device)
+
+    # One prompt order for every rank (from the seed); different sampling seeds per rank.
+    order = torch.Generator().manual_seed(cfg.seed)
+    sampling = torch.Generator().manual_seed(cfg.seed + 100003 * accelerator.process_index)
+    torch.manual_seed(cfg.seed + 100003 * accelerator.process_index)
+    prompt_queue: list[int] = []
+
+    def next_prompts() -> list[list[int]]:
+        needed = s.batch_size * world
+        while len(prompt_queue) < needed:
+            prompt_queue.extend(torch.randperm(len(prompts), generator=order).tolist())
+        taken = [prompt_queue.pop(0) for _ in range(needed)]
+        mine = taken[accelerator.process_index :: world]
+        return [prompts[i] for i in mine]
+
+    def left_pad(rows: list[list[int]]) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        return torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=accelerator.device)
+
+    generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
+                      min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
+    kl_coef = s.kl_coef
+    history = []
+    for update in range(1, num_updates + 1):
+        start = time.perf_counter()
+        # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
+        queries = left_pad(next_prompts())
+        context_length = queries.shape[1]
+        with torch.no_grad(), unwrap_model_for_generation(model, accelerator) as unwrapped:
+            output = unwrapped.policy.generate(input_ids=queries, attention_mask=(queries != pad_id).long(),
+                                              **generation)
+        responses, mask = L.truncate_after_eos(output[:, context_length:], eos_id, pad_id)
+        query_responses = torch.cat([queries, responses], dim=1)
+        rollout_s = time.perf_counter() - start
+
+        # 2. score: old logprobs and values, reference logprobs, RM score at the EOS; the EOS trick
+        with torch.no_grad():
+            logits, all_values = model(query_responses, pad_id)
+            logprobs, _ = response_logprobs(logits, query_responses, context_length, s.temperature)
+            values = response_values(all_values, context_length)
+            ref_logits = lm_logits(reference, query_responses, pad_id)
+            ref_logprobs, _ = response_logprobs(ref_logits, query_responses, context_length, s.temperature)
+            raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
+        has_eos = (responses == eos_id).any(dim=1)
+        scores = L.apply_missing_eos_penalty(raw_scores, has_eos, s.missing_eos_mode, s.missing_eos_penalty)
+
+        # 3. shape rewards: -beta * KL per token, the score added on the EOS
+        kl = L.kl_per_token(logprobs, ref_logprobs, s.kl_estimator) * mask
+        rewards = L.shape_rewards(scores, kl, mask, kl_coef)
+        if s.whiten_rewards:
+            rewards = L.masked_whiten(rewards, mask, shift_mean=False)
+
+        # 4. advantages: GAE over response tokens, then whitened over the batch
+        advantages, returns = L.gae(rewards, values, mask, s.gamma, s.lam)
+        advantages = L.masked_whiten(advantages, mask)
+
+        # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx)
+        update_start = time.perf_counter()
+        stats = []
+        minibatch_size = s.batch_size // s.num_minibatches
+        for _ in range(s.ppo_epochs):
+            for idx in torch.randperm(s.batch_size, generator=sampling).split(minibatch_size):
+                new_logits, new_all_values = model(query_responses[idx], pad_id)
+                new_logprobs, entropy = response_logprobs(new_logits, query_responses[idx], context_length,
+                                                          s.temperature)
+                new_values = response_values(new_all_values, context_length)
+                pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
+                                                  s.cliprange)
+                vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
+                loss = pg_loss + s.vf_coef * vf_loss
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"PPO update {update}: loss is {loss.item()} (policy {pg_loss.item()}, "
+                                       f"value {vf_loss.item()})")
+                accelerator.backward(loss)
+                ptx_loss = torch.zeros(())
+                if s.ptx_coef > 0:
+                    # InstructGPT C.4: pretraining gradients accumulated into the same buffers as PPO's.
+                    picks = torch.randint(len(ptx_texts), (s.ptx_batch_size,), generator=sampling).tolist()
+                    ptx = tokenizer([ptx_texts[i] + tokenizer.eos_token for i in picks], return_tensors="pt",
+                                    padding=True, truncation=True, max_length=s.max_prompt_tokens + s.response_tokens)
+                    ptx_ids = ptx["input_ids"].to(accelerator.device)
+                    ptx_logits, _ = model(ptx_ids, pad_id, with_values=False)
+                    ptx_loss = torch.nn.functional.cross_entropy(
+                        ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
+                        ignore_index=pad_id)
+                    accelerator.backward(s.ptx_coef * ptx_loss)
+                accelerator.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+                stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
+                              "entropy": L.masked_mean(entropy, mask[idx]).detach(), "ptx_loss": ptx_loss.detach()})
+        scheduler.step()
+        mean_kl = kl.sum(dim=1).mean().item()  # per-sequence sum, batch mean
+        if s.adaptive_kl:
+            kl_coef = L.adaptive_kl_coef(kl_coef, mean_kl, s.kl_target, s.kl_horizon, s.batch_size * world)
+
+        # 6. log (reduced over ranks)
+        metrics = {
+            "objective/score": raw_scores.mean(),
+            "objective/score_with_eos_penalty": scores.mean(),
+            "objective/kl": kl.sum(dim=1).mean(),
+            "objective/non_score_reward": (rewards.sum(dim=1) - scores).mean(),
+            "objective/rlhf_reward": rewards.sum(dim=1).mean(),
+            "rollout/response_tokens": mask.sum(dim=1).float().mean(),
+            "rollout/eos_rate": has_eos.float().mean(),
+            **{f"policy/{k}": torch.stack([st[k] for st in stats]).mean()
+               for k in ("clipfrac", "approx_kl", "ratio", "entropy", "pg_loss")},
+            "value/loss": torch.stack([st["vf_loss"] for st in stats]).mean(),
+            "value/clipfrac": torch.stack([st["vf_clipfrac"] for st in stats]).mean(),
+            "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),
+        }
+        metrics = {k: accelerator.reduce(v.float().to(accelerator.device), "mean").item() for k, v in metrics.items()}
+        metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
+                        "time/update_s": time.perf_counter() - update_start,
+                        "episodes": update * s.batch_size * world})
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise RuntimeError(f"PPO update {update}: non-finite metrics {metrics}")
+        history.append(metrics)
+        metrics_log.write(update, metrics)
+        if is_main_process() and (update % s.log_every == 0 or update == num_updates):
+            print(f"update {update}/{num_updates}: score {metrics['objective/score']:.3f} "
+                  f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
+                  f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
+                  f"{metrics['time/update_s']:.2f}s update)")
+
+    # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory.
+    final_policy = accelerator.unwrap_model(model).policy
+    results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
+               "final_kl": history[-1]["objective/kl"], "final_score": history[-1]["objective/score"],
+               "dropped_long_prompts": too_long}
+    for name, lm in (("sft", reference), ("ppo", final_policy)):
+        judged = gold_evaluation(lm, tokenizer, cfg.data, cfg.eval, cfg.seed)
+        results.update({f"eval_{name}_{k}": v for k, v in judged.items()})
+    accelerator.wait_for_everyone()
+    if is_main_process():
+        final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "final")
+    finish_run(run_dir, metrics_log, num_updates, "ppo", results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_stage(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""PPO's step-0 invariants and the rollout's consistency (ppo_canon A3, D1, D2, F2, F9, F10).
+
+With policy = reference = SFT and value = RM, on left-padded prompts at temperature 0.7: the per-token KL is exactly
+0, the first minibatch has ratio 1, clip fraction 0 and approx KL 0, and the value at each EOS equals the RM score.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from align.reward import load_reward_model, reward_at_eos
+from align.rlhf import losses as L
+from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
+
+TEMPERATURE = 0.7
+PROMPTS = [
+    [{"role": "user", "content": "words 3 start sun end any"}],
+    [{"role": "user", "content": "words any start any end moon"}],
+    [{"role": "user", "content": "words 8 start bad end happy"}],
+]
+
+
+@pytest.fixture(scope="module")
+def world(tiny_data_root):
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from align.models import load_causal_lm, load_tokenizer
+
+    config = tiny_config(f"paths.data={tiny_data_root}").model
+    tokenizer = load_tokenizer(config)
+    policy = load_causal_lm(config, tokenizer, None, seed=0)
+    reward_model = load_reward_model(config, tokenizer, None, seed=1)
+    for m in (policy, reward_model):
+        disable_dropout_in_model(m)
+    model = PolicyAndValue(policy, copy.deepcopy(reward_model))  # the value model starts as the RM
+    reference = copy.deepcopy(policy)
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    rows = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
+            for p in PROMPTS]
+    width = max(map(len, rows)) + 2  # at least two pads on every prompt
+    queries = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = policy.generate(input_ids=queries, attention_mask=(queries != pad).long(), do_sample=True,
+                              temperature=TEMPERATURE, top_k=0, top_p=1.0, max_new_tokens=12, eos_token_id=eos,
+                              pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
+    responses, mask = L.truncate_after_eos(out.sequences[:, width:], eos, pad)
+    return dict(tokenizer=tokenizer, model=model, reference=reference, reward_model=reward_model, queries=queries,
+                responses=responses, mask=mask, scores=out.scores, query_responses=torch.cat([queries, responses], 1),
+                context=width)
+
+
+def test_dropout_is_off_and_forward_is_deterministic_in_train_mode(world):
+    model = world["model"]
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    model.train()
+    pad = world["tokenizer"].pad_token_id
+    first, second = model(world["query_responses"], pad), model(world["query_responses"], pad)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_forward_logprobs_match_generation_at_the_sampling_temperature(world):
+    """generate's scores are the logits divided by the temperature and nothing else (no top-k/top-p)."""
+    pad = world["tokenizer"].pad_token_id
+    with torch.no_grad():
+        logits, _ = world["model"](world["query_responses"], pad)
+    logprobs, _ = response_logprobs(logits, world["query_responses"], world["context"], TEMPERATURE)
+    generated = torch.stack(world["scores"], dim=1).log_softmax(-1)  # (B, T, V)
+    n = generated.shape[1]
+    from_generate = generated.gather(-1, world["responses"][:, :n, None])[..., 0]
+    mask = world["mask"][:, :n].bool()
+    assert torch.allclose(logprobs[:, :n][mask], from_generate[mask], atol=1e-4)
+
+
+def test_left_padding_does_not_change_logits(world):
+    pad = world["tokenizer"].pad_token_id
+    row = world["query_responses"][0]
+    unpadded = row[row != pad][None]
+    more_padded = torch.cat([torch.full((1, 5), pad), unpadded], dim=1)
+    with torch.no_grad():
+        a = lm_logits(world["model"].policy, unpadded, pad)
+        b = lm_logits(world["model"].policy, more_padded, pad)[:, 5:]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_step_zero_invariants(world):
+    tokenizer, model, q_r, context = world["tokenizer"], world["model"], world["query_responses"], world["context"]
+    pad, mask = tokenizer.pad_token_id, world["mask"]
+    with torch.no_grad():
+        logits, all_values = model(q_r, pad)
+        old_logprobs, _ = response_logprobs(logits, q_r, context, TEMPERATURE)
+        ref_logprobs, _ = response_logprobs(lm_logits(world["reference"], q_r, pad), q_r, context, TEMPERATURE)
+        scores = reward_at_eos(world["reward_model"], q_r, (q_r != pad).long())
+    # KL to the reference is exactly 0, not merely small, with either estimator.
+    for estimator in ("k1", "k3"):
+        assert torch.equal(L.kl_per_token(old_logprobs, ref_logprobs, estimator) * mask, torch.zeros_like(mask,
+                           dtype=torch.float))
+    # The value at each response's last real token (its EOS) is the RM score: same weights, same position.
+    last = context + L.last_index(mask)
+    assert torch.allclose(all_values[torch.arange(len(last)), last], scores, atol=1e-5)
+    # First minibatch of the first epoch: ratio 1, nothing clipped, approx KL 0.
+    values = response_values(all_values, context)
+    rewards = L.shape_rewards(scores, L.kl_per_token(old_logprobs, ref_logprobs, "k1") * mask, mask, 0.05)
+    advantages, returns = L.gae(rewards, values, mask, 1.0, 0.95)
+    advantages = L.masked_whiten(advantages, mask)
+    new_logits, new_values = model(q_r, pad)
+    new_logprobs, _ = response_logprobs(new_logits, q_r, context, TEMPERATURE)
+    _, stats = L.policy_loss(new_logprobs, old_logprobs, advantages, mask, 0.2)
+    assert stats["ratio"].item() == 1.0 and stats["clipfrac"].item() == 0.0 and stats["approx_kl"].item() == 0.0
+    _, vf_stats = L.value_loss(response_values(new_values, context), values, returns, mask, 0.2)
+    assert vf_stats["vf_clipfrac"].item() == 0.0
+
+
+def test_reference_and_reward_model_are_not_optimised(world):
+    """Only the policy and the value model are in the PPO optimizer (ppo_canon G4)."""
+    model = world["model"]
+    optimised = {id(p) for p in model.parameters()}
+    assert not optimised & {id(p) for p in world["reference"].parameters()}
+    assert not optimised & {id(p) for p in world["reward_model"].parameters()}
+    expected = sum(p.numel() for p in model.policy.parameters()) + sum(p.numel() for p in model.value.parameters())
+    assert sum(p.numel() for p in model.parameters()) == expected

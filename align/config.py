@@ -152,6 +152,9 @@ class PPOSettings:
     ptx_coef: float  # gamma of InstructGPT eq. 2: weight of the LM loss on pretraining text; 0 is plain PPO
     ptx_batch_size: int  # pretraining texts per minibatch
     log_every: int  # updates
+    save_every: int  # updates between checkpoints; 0: none
+    save_total_limit: int  # checkpoints kept
+    resume: bool  # continue from the last checkpoint in the run directory if there is one
 
 
 @dataclass

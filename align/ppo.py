@@ -41,6 +41,7 @@ def train(cfg: Config) -> dict:
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer
     from align.reward import load_reward_model, reward_at_eos
+    from align.rlhf import alarms, checkpoint
     from align.rlhf import losses as L
     from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
     from data_prep.prepare import ensure_prepared
@@ -118,9 +119,17 @@ def train(cfg: Config) -> dict:
 
     generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
-    kl_coef = s.kl_coef
-    history = []
-    for update in range(1, num_updates + 1):
+    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoint.latest(run_dir) if s.resume else None
+    if resumed_from is not None:
+        loop = checkpoint.load(resumed_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
+        order.set_state(loop["order"])
+        sampling.set_state(loop["sampling"])
+        prompt_queue[:] = loop["prompt_queue"].tolist()
+        metrics_log.truncate_after(loop["update"])
+        print(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
+    negative_kl_streak = 0
+    for update in range(first_update, num_updates + 1):
         start = time.perf_counter()
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
         queries = left_pad(next_prompts())
@@ -133,6 +142,7 @@ def train(cfg: Config) -> dict:
         rollout_s = time.perf_counter() - start
 
         # 2. score: old logprobs and values, reference logprobs, RM score at the EOS; the EOS trick
+        score_start = time.perf_counter()
         with torch.no_grad():
             logits, all_values = model(query_responses, pad_id)
             logprobs, _ = response_logprobs(logits, query_responses, context_length, s.temperature)
@@ -155,6 +165,7 @@ def train(cfg: Config) -> dict:
 
         # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx)
         update_start = time.perf_counter()
+        score_s = update_start - score_start
         stats = []
         minibatch_size = s.batch_size // s.num_minibatches
         for _ in range(s.ppo_epochs):
@@ -210,23 +221,33 @@ def train(cfg: Config) -> dict:
         }
         metrics = {k: accelerator.reduce(v.float().to(accelerator.device), "mean").item() for k, v in metrics.items()}
         metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
-                        "time/update_s": time.perf_counter() - update_start,
+                        "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
                         "episodes": update * s.batch_size * world})
         if not all(math.isfinite(v) for v in metrics.values()):
             raise RuntimeError(f"PPO update {update}: non-finite metrics {metrics}")
-        history.append(metrics)
+        warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
+        for warning in warnings:
+            print(f"warning (update {update}): {warning}")
+        metrics["alarms"] = len(warnings)
         metrics_log.write(update, metrics)
         if is_main_process() and (update % s.log_every == 0 or update == num_updates):
             print(f"update {update}/{num_updates}: score {metrics['objective/score']:.3f} "
                   f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
                   f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
                   f"{metrics['time/update_s']:.2f}s update)")
+        if s.save_every and update % s.save_every == 0 and is_main_process():
+            loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
+                    "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
+            checkpoint.save(run_dir, update, accelerator.unwrap_model(model), optimizer, scheduler, loop,
+                            s.save_total_limit)
 
     # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory.
     final_policy = accelerator.unwrap_model(model).policy
+    rows = metrics_log.rows()  # the main process's log; it covers updates run before a resume too
+    last = rows[-1] if rows else {}
     results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
-               "final_kl": history[-1]["objective/kl"], "final_score": history[-1]["objective/score"],
-               "dropped_long_prompts": too_long}
+               "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
+               "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
     for name, lm in (("sft", reference), ("ppo", final_policy)):
         judged = gold_evaluation(lm, tokenizer, cfg.data, cfg.eval, cfg.seed)
         results.update({f"eval_{name}_{k}": v for k, v in judged.items()})

@@ -79,6 +79,20 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Forget lines past `step`: a resumed run logs those steps again (rewritten atomically)."""
+        if not is_main_process() or not self.path.is_file():
+            return
+        kept = [row for row in self.rows() if row["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
 
 def finish_run(run_dir: Path, metrics_log: MetricsLog, step: int, stage: str, metrics: dict) -> None:
     """The final numbers: to metrics.json, as one last metrics.jsonl line, and to stdout (main process only)."""

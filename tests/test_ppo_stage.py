@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-from conftest import run_module
+import torch
+from conftest import REPO, run_module
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
+
+
+def updates(run_dir) -> list[dict]:
+    """The per-update rows of a PPO run's metrics.jsonl (the last line holds the final numbers)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "objective/kl" in row]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +38,8 @@ def test_ppo_beats_sft_on_the_gold_judge(rm_ready, tiny_data_root):
           f"{metrics['eval_ppo_gold_score']:.3f} at KL {metrics['final_kl']:.2f}")
     assert metrics["eval_ppo_gold_score"] > metrics["eval_sft_gold_score"]
     assert metrics["eval_ppo_eos_rate"] > 0.95
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = updates(run_dir)
+    assert len(rows) == metrics["updates"]
     assert rows[0]["objective/kl"] < rows[-1]["objective/kl"]  # the policy moved away from the reference
     assert (run_dir / "final" / "model.safetensors").exists()
 
@@ -34,5 +48,36 @@ def test_ppo_ptx_runs(rm_ready, tiny_data_root):
     result = run_module("align.ppo", "+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}",
                         "ppo.ptx_coef=1.0", "ppo.total_episodes=96", "variant=ptx", "eval.num_prompts=20")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (rm_ready / "tiny" / "ppo-ptx" / "metrics.jsonl").read_text().splitlines()]
+    rows = updates(rm_ready / "tiny" / "ppo-ptx")
     assert len(rows) == 3 and all(r["ptx/loss"] > 0 for r in rows)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(rm_ready, tiny_data_root):
+    """SIGKILL after the first checkpoint, run again: same final weights (bitwise) and the same metrics."""
+    common = ["+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}", "ppo.total_episodes=192",
+              "ppo.save_every=2", "eval.num_prompts=10"]
+    straight = run_module("align.ppo", *common, "variant=straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run_dir = rm_ready / "tiny" / "ppo-resumed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "align.ppo", *common, "variant=resumed"], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoint-2").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "final").exists(), "the run finished before it could be interrupted"
+    resumed = run_module("align.ppo", *common, "variant=resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+
+    a = load_file(rm_ready / "tiny" / "ppo-straight" / "final" / "model.safetensors")
+    b = load_file(run_dir / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def trajectory(path):
+        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in updates(path)]
+
+    assert trajectory(run_dir) == trajectory(rm_ready / "tiny" / "ppo-straight")

@@ -76,3 +76,10 @@ def test_rm_on_the_real_hh_rlhf_slice(tmp_path):
     assert 0 <= evaluation["accuracy"] <= 1 and 0 <= evaluation["longer_wins_accuracy"] <= 1
     metrics = json.loads((tmp_path / "small" / "rm" / "metrics.json").read_text())
     assert evaluation["pairs"] == 200 - metrics["dropped_too_long"]["eval"]
+
+
+def test_small_rm_without_the_hub_fails_fast_with_a_clear_message(tmp_path):
+    result = run_module("align.rm", "+experiment=small", f"paths.root={tmp_path}", f"paths.data={tmp_path}",
+                        f"rm.init_from={tmp_path}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hub is not reachable" in result.stderr and "data.sources." in result.stderr

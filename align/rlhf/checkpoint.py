@@ -1,0 +1,55 @@
+"""PPO checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint is a directory `checkpoint-<update>` holding the policy and value weights (safetensors), the optimizer
+and scheduler states, and the loop state (update count, KL coefficient, the global RNG, the prompt-order and
+sampling generators, the prompts still queued). It is written under a temporary name and renamed into place, so a
+kill never leaves a directory that resume would trust. Everything is loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest update number, if any."""
+    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := PATTERN.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, keep: int) -> Path:
+    from safetensors.torch import save_model
+
+    final = run_dir / f"checkpoint-{update}"
+    tmp = run_dir / f".checkpoint-{update}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))  # handles GPT-2's tied embedding and output weights
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({**loop, "rng": torch.get_rng_state()}, tmp / "loop.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted((p for p in run_dir.glob("checkpoint-*") if PATTERN.match(p.name)),
+                      key=lambda p: int(PATTERN.match(p.name).group(1)))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def load(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and the global RNG in place; returns the loop state."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(path / "model.safetensors"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    loop = torch.load(path / "loop.pt", weights_only=True)
+    torch.set_rng_state(loop.pop("rng"))
+    return loop

@@ -34,16 +34,20 @@ from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start
 def train(cfg: Config) -> dict:
     import torch
     from accelerate import Accelerator
-    from trl.models import unwrap_model_for_generation
-    from trl.trainer.utils import disable_dropout_in_model
 
     from align.data import read_records
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer
-    from align.reward import load_reward_model, reward_at_eos
+    from align.reward import disable_dropout, load_reward_model, reward_at_eos
     from align.rlhf import alarms, checkpoint
     from align.rlhf import losses as L
-    from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
+    from align.rlhf.policy_value import (
+        PolicyAndValue,
+        lm_logits,
+        response_logprobs,
+        response_values,
+        unwrapped_for_generation,
+    )
     from data_prep.prepare import ensure_prepared
 
     s = cfg.ppo
@@ -81,12 +85,12 @@ def train(cfg: Config) -> dict:
     value = load_reward_model(cfg.model, tokenizer, s.value_init, cfg.seed)
     reward_model = load_reward_model(cfg.model, tokenizer, s.reward_model, cfg.seed)
     for model in (policy, reference, value, reward_model):
-        disable_dropout_in_model(model)
+        disable_dropout(model)
     for frozen in (reference, reward_model):
         frozen.requires_grad_(False)
         frozen.eval()
     model = PolicyAndValue(policy, value)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, eps=s.adam_eps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, eps=s.adam_eps, foreach=True)
     world = accelerator.num_processes
     num_updates = s.total_episodes // (s.batch_size * world)
     if num_updates < 1:
@@ -134,7 +138,7 @@ def train(cfg: Config) -> dict:
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
         queries = left_pad(next_prompts())
         context_length = queries.shape[1]
-        with torch.no_grad(), unwrap_model_for_generation(model, accelerator) as unwrapped:
+        with torch.no_grad(), unwrapped_for_generation(model, accelerator) as unwrapped:
             output = unwrapped.policy.generate(input_ids=queries, attention_mask=(queries != pad_id).long(),
                                               **generation)
         responses, mask = L.truncate_after_eos(output[:, context_length:], eos_id, pad_id)
@@ -172,7 +176,7 @@ def train(cfg: Config) -> dict:
             for idx in torch.randperm(s.batch_size, generator=sampling).split(minibatch_size):
                 new_logits, new_all_values = model(query_responses[idx], pad_id)
                 new_logprobs, entropy = response_logprobs(new_logits, query_responses[idx], context_length,
-                                                          s.temperature)
+                                                          s.temperature, with_entropy=True)
                 new_values = response_values(new_all_values, context_length)
                 pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
                                                   s.cliprange)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from align.reward import load_reward_model, reward_at_eos
+from align.reward import disable_dropout, load_reward_model, reward_at_eos
 from align.rlhf import losses as L
 from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
 
@@ -26,8 +26,6 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def world(tiny_data_root):
-    from trl.trainer.utils import disable_dropout_in_model
-
     from align.models import load_causal_lm, load_tokenizer
 
     config = tiny_config(f"paths.data={tiny_data_root}").model
@@ -35,7 +33,7 @@ def world(tiny_data_root):
     policy = load_causal_lm(config, tokenizer, None, seed=0)
     reward_model = load_reward_model(config, tokenizer, None, seed=1)
     for m in (policy, reward_model):
-        disable_dropout_in_model(m)
+        disable_dropout(m)
     model = PolicyAndValue(policy, copy.deepcopy(reward_model))  # the value model starts as the RM
     reference = copy.deepcopy(policy)
 
@@ -124,3 +122,14 @@ def test_reference_and_reward_model_are_not_optimised(world):
     assert not optimised & {id(p) for p in world["reward_model"].parameters()}
     expected = sum(p.numel() for p in model.policy.parameters()) + sum(p.numel() for p in model.value.parameters())
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_logprobs_and_entropy_match_the_plain_formulas():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 50) * 3
+    tokens = torch.randint(50, (2, 6))
+    logprobs, entropy = response_logprobs(logits, tokens, 1, TEMPERATURE, with_entropy=True)
+    scaled = logits[:, :-1] / TEMPERATURE
+    log_softmax = scaled.log_softmax(-1)
+    assert torch.allclose(logprobs, log_softmax.gather(-1, tokens[:, 1:, None])[..., 0], atol=1e-5)
+    assert torch.allclose(entropy, -(log_softmax.exp() * log_softmax).sum(-1), atol=1e-5)

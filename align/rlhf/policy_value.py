@@ -6,6 +6,8 @@ positions they would have unpadded, in every teacher-forced pass (rollout, refer
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -47,16 +49,35 @@ def head_outputs(classifier: nn.Module, input_ids, attention_mask, positions) ->
     return classifier.score(hidden)[..., 0]
 
 
-def response_logprobs(logits: torch.Tensor, query_response: torch.Tensor, context_length: int, temperature: float):
-    """(logprobs, entropy), each (B, T): of each response token under logits / temperature.
+def response_logprobs(logits: torch.Tensor, query_response: torch.Tensor, context_length: int, temperature: float,
+                      with_entropy: bool = False):
+    """(logprobs, entropy or None), each (B, T): of each response token under logits / temperature.
 
-    The logits at position p predict token p + 1, hence the slice one to the left of the response.
+    The logits at position p predict token p + 1, hence the slice one to the left of the response. The log-softmax is
+    never materialised over the vocabulary: logprob = logit - logsumexp(logits).
     """
-    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
-
     logits = logits[:, context_length - 1 : -1].float() / temperature
     responses = query_response[:, context_length:]
-    return selective_log_softmax(logits, responses), entropy_from_logits(logits)
+    normaliser = torch.logsumexp(logits, dim=-1)
+    logprobs = logits.gather(-1, responses[..., None])[..., 0] - normaliser
+    if not with_entropy:
+        return logprobs, None
+    entropy = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logprobs, entropy
+
+
+@contextmanager
+def unwrapped_for_generation(model: nn.Module, accelerator):
+    """The plain PolicyAndValue for generate(); under DeepSpeed ZeRO-3, TRL's helper first gathers the sharded weights
+    (one all-gather, instead of one per decoding step that hangs when ranks stop at different lengths)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        from trl.models import unwrap_model_for_generation  # only here: importing TRL costs about 100 MiB
+
+        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+            yield unwrapped
+    else:
+        yield accelerator.unwrap_model(model)
 
 
 def response_values(values: torch.Tensor, context_length: int) -> torch.Tensor:

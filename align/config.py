@@ -108,7 +108,9 @@ class TrainerSettings:
 
 @dataclass
 class SFTSettings(TrainerSettings):
-    packing: bool  # pack conversations into padding-free rows (best-fit decreasing)
+    packing: bool  # pack conversations into rows of max_length tokens instead of padding each one
+    packing_strategy: str  # "bfd": documents never attend to each other (padding-free; fast with FlashAttention,
+    #   slow with a CPU's dense block mask); "wrapped": rows cut across documents, which attend to each other
 
 
 @dataclass

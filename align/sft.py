@@ -52,6 +52,7 @@ def train(cfg: Config) -> dict:
         **trainer_arguments(cfg.sft, cfg, run_dir),
         max_length=cfg.sft.max_length,
         packing=cfg.sft.packing,
+        packing_strategy=cfg.sft.packing_strategy,
         assistant_only_loss=True,
     )
     trainer = SFTTrainer(

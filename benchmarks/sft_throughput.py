@@ -378,7 +378,8 @@ def benchmark_model(
     # (row, stage options it varies, row of the plain loop replaying its batches or None)
     runs = [
         ("TRL unpacked", ["sft.packing=false"], "plain unpacked"),
-        ("TRL packed", ["sft.packing=true"], "plain packed"),
+        ("TRL packed", ["sft.packing=true", "sft.packing_strategy=bfd"], "plain packed"),
+        ("TRL wrapped", ["sft.packing=true", "sft.packing_strategy=wrapped"], "plain wrapped"),
     ]
     if spec.checkpointing_row:
         runs.append(("TRL unpacked gc", ["sft.packing=false", "sft.gradient_checkpointing=true"], None))
@@ -413,6 +414,8 @@ DESCRIPTIONS = {  # also the order of the rows
     "TRL packed": "TRL SFTTrainer as align.sft with sft.packing=true (bfd, padding-free)",
     "plain unpacked": "plain loop, same unpacked batches",
     "plain packed": "plain loop, same packed batches",
+    "TRL wrapped": "TRL SFTTrainer as align.sft with sft.packing=true sft.packing_strategy=wrapped",
+    "plain wrapped": "plain loop, same wrapped batches",
     "TRL unpacked gc": "TRL unpacked + gradient_checkpointing=True",
 }
 
@@ -458,6 +461,8 @@ def target_notes(matmul: float, models: dict[str, tuple[int, ModelSpec, dict[str
             ("TRL unpacked / plain unpacked >= 1", rate["TRL unpacked"] / rate["plain unpacked"], 1.0, None),
             ("TRL packed / plain packed >= 1", rate["TRL packed"] / rate["plain packed"], 1.0, None),
             ("TRL packed / TRL unpacked >= 1.5", rate["TRL packed"] / rate["TRL unpacked"], 1.5, None),
+            ("TRL wrapped / plain wrapped >= 1", rate["TRL wrapped"] / rate["plain wrapped"], 1.0, None),
+            ("TRL wrapped / TRL unpacked >= 1.5", rate["TRL wrapped"] / rate["TRL unpacked"], 1.5, None),
         ]
         for label, value, goal, shown in checks:
             verdict = "met" if value >= goal else "MISSED"

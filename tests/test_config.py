@@ -70,3 +70,11 @@ def test_stage_paths_are_fixed_and_readable():
     assert config.paths.ppo == "/runs/tiny/ppo-baseline"
     assert config.data.dir.startswith("/data/")
     assert Path(config.data.sft_train).parent.parent == Path(config.data.dir)
+
+
+def test_importing_align_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, align, align.config, data_prep; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -434,7 +434,8 @@ def table(
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     lines.append(
-        f"| (machine) | | torch.matmul fp32 {matmul_n}x{matmul_n}, median | | | | | | | {matmul:.1f} | 100% | | | |"
+        f"| (machine) | | torch.matmul fp32 {matmul_n}x{matmul_n}, best of start median and probes | | | | | | "
+        f"| {matmul:.1f} | 100% | | | |"
     )
     for name, (n_params, spec, results) in models.items():
         baseline = results["TRL unpacked"].tokens_per_second
@@ -546,6 +547,9 @@ def main() -> None:
             )
             models[name] = (n_params, spec, results)
 
+    # The ceiling is the best rate seen: the first measurement can be caught cold or contended, and every probe can only
+    # be slowed by other work, never sped up. Taking the first alone once made 46% of the ceiling print as 84%.
+    matmul = max([matmul] + [m.matmul_probe for _, _, results in models.values() for m in results.values()])
     lines = table(matmul, args.matmul_size, args.seq_len, models)
     lines += [
         "",

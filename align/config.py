@@ -121,6 +121,16 @@ class RMSettings(TrainerSettings):
 
 
 @dataclass
+class LoraSettings:
+    """Low-rank adapters (peft) on the policy and the value model instead of full fine-tuning."""
+
+    enabled: bool  # with LoRA the reference is the policy with its adapter disabled: no second copy in memory
+    r: int
+    alpha: float
+    target_modules: list[str]  # GPT-2's Conv1D layers: c_attn, c_proj, c_fc
+
+
+@dataclass
 class PPOSettings:
     """PPO against the reward model (InstructGPT step 3); names follow the papers' symbols."""
 
@@ -153,6 +163,7 @@ class PPOSettings:
     missing_eos_penalty: float
     ptx_coef: float  # gamma of InstructGPT eq. 2: weight of the LM loss on pretraining text; 0 is plain PPO
     ptx_batch_size: int  # pretraining texts per minibatch
+    lora: LoraSettings
     log_every: int  # updates
     save_every: int  # updates between checkpoints; 0: none
     save_total_limit: int  # checkpoints kept

@@ -2,8 +2,10 @@
 
 Maximises E[r(x, y) - beta * KL(pi(.|x) || pi_SFT(.|x))] (+ gamma * LM loss on pretraining text for PPO-ptx) with
 PPO: per-token KL penalty, the RM score on the EOS, GAE, whitened advantages, clipped policy and value losses.
-Policy and frozen reference start from the SFT model; a separate value model starts from the reward model; the
-reward model is frozen. Dropout is off in all four. Every PPO detail is a tested pure function in align/rlhf/losses.py.
+Policy and frozen reference start from the SFT model (with `ppo.lora.enabled`, the policy and value model train
+LoRA adapters and the reference is the policy with its adapter disabled); a separate value model starts from the
+reward model; the reward model is frozen. Dropout is off in all four. Every PPO detail is a tested pure function in
+align/rlhf/losses.py.
 
 Sampling: temperature only (top_k 0, top_p 1), stopping at the end-of-turn EOS or after ppo.response_tokens; the
 tokens after a response's first EOS are padding. A response without EOS gets the EOS-trick penalty.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -43,6 +46,7 @@ def train(cfg: Config) -> dict:
     from align.rlhf import losses as L
     from align.rlhf.policy_value import (
         PolicyAndValue,
+        add_lora,
         lm_logits,
         response_logprobs,
         response_values,
@@ -79,18 +83,23 @@ def train(cfg: Config) -> dict:
         ptx_records, _ = read_records(cfg.data.ptx_train, "text", cfg.data.on_bad_record)
         ptx_texts = [r["text"] for r in ptx_records]
 
-    # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four.
+    # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four. With LoRA the
+    # reference is the policy with its adapter disabled.
     policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
-    reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
+    reference = None if s.lora.enabled else load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
     value = load_reward_model(cfg.model, tokenizer, s.value_init, cfg.seed)
     reward_model = load_reward_model(cfg.model, tokenizer, s.reward_model, cfg.seed)
-    for model in (policy, reference, value, reward_model):
-        disable_dropout(model)
+    if s.lora.enabled:
+        policy, value = add_lora(policy, value, s.lora.r, s.lora.alpha, s.lora.target_modules)
     for frozen in (reference, reward_model):
-        frozen.requires_grad_(False)
-        frozen.eval()
+        if frozen is not None:
+            frozen.requires_grad_(False)
+            frozen.eval()
     model = PolicyAndValue(policy, value)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, eps=s.adam_eps, foreach=True)
+    disable_dropout(model)
+    disable_dropout(reward_model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=s.adam_eps, foreach=True)
     world = accelerator.num_processes
     num_updates = s.total_episodes // (s.batch_size * world)
     if num_updates < 1:
@@ -101,7 +110,20 @@ def train(cfg: Config) -> dict:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    reference, reward_model = reference.to(accelerator.device), reward_model.to(accelerator.device)
+    reward_model = reward_model.to(accelerator.device)
+    if reference is not None:
+        reference = reference.to(accelerator.device)
+        disable_dropout(reference)
+
+    @contextmanager
+    def as_reference():
+        """The frozen SFT model: its own copy, or the policy with its LoRA adapter disabled."""
+        if reference is not None:
+            yield reference
+        else:
+            lora_policy = accelerator.unwrap_model(model).policy
+            with lora_policy.disable_adapter():
+                yield lora_policy
 
     # One prompt order for every rank (from the seed); different sampling seeds per rank.
     order = torch.Generator().manual_seed(cfg.seed)
@@ -151,7 +173,8 @@ def train(cfg: Config) -> dict:
             logits, all_values = model(query_responses, pad_id)
             logprobs, _ = response_logprobs(logits, query_responses, context_length, s.temperature)
             values = response_values(all_values, context_length)
-            ref_logits = lm_logits(reference, query_responses, pad_id)
+            with as_reference() as ref:
+                ref_logits = lm_logits(ref, query_responses, pad_id)
             ref_logprobs, _ = response_logprobs(ref_logits, query_responses, context_length, s.temperature)
             raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
         has_eos = (responses == eos_id).any(dim=1)
@@ -198,7 +221,7 @@ def train(cfg: Config) -> dict:
                         ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
                         ignore_index=pad_id)
                     accelerator.backward(s.ptx_coef * ptx_loss)
-                accelerator.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
@@ -252,9 +275,13 @@ def train(cfg: Config) -> dict:
     results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
-    for name, lm in (("sft", reference), ("ppo", final_policy)):
-        judged = gold_evaluation(lm, tokenizer, cfg.data, cfg.eval, cfg.seed)
-        results.update({f"eval_{name}_{k}": v for k, v in judged.items()})
+    with as_reference() as ref:
+        results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
+                                                                         cfg.seed).items()})
+    results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(final_policy, tokenizer, cfg.data, cfg.eval,
+                                                                     cfg.seed).items()})
+    if s.lora.enabled:
+        final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
     accelerator.wait_for_everyone()
     if is_main_process():
         final_policy.save_pretrained(run_dir / "final", safe_serialization=True)

@@ -133,3 +133,30 @@ def test_logprobs_and_entropy_match_the_plain_formulas():
     log_softmax = scaled.log_softmax(-1)
     assert torch.allclose(logprobs, log_softmax.gather(-1, tokens[:, 1:, None])[..., 0], atol=1e-5)
     assert torch.allclose(entropy, -(log_softmax.exp() * log_softmax).sum(-1), atol=1e-5)
+
+
+def test_lora_starts_at_the_sft_model_and_its_reference_stays_there(world):
+    """With LoRA the reference is the policy with its adapter disabled: no copy, and it never moves."""
+    from align.rlhf.policy_value import add_lora
+
+    pad, q_r = world["tokenizer"].pad_token_id, world["query_responses"]
+    policy, value = add_lora(copy.deepcopy(world["reference"]), copy.deepcopy(world["reward_model"]), r=4, alpha=8,
+                             target_modules=["c_attn", "c_proj", "c_fc"])
+    model = PolicyAndValue(policy, value)
+    with torch.no_grad():
+        sft_logits = lm_logits(world["reference"], q_r, pad)
+        logits, all_values = model(q_r, pad)
+        assert torch.equal(logits, sft_logits)  # the adapters start at zero
+        last = world["context"] + L.last_index(world["mask"])
+        scores = reward_at_eos(world["reward_model"], q_r, (q_r != pad).long())
+        assert torch.allclose(all_values[torch.arange(len(last)), last], scores, atol=1e-5)
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)  # as if trained
+        moved, _ = model(q_r, pad)
+        with policy.disable_adapter():
+            reference_logits = lm_logits(policy, q_r, pad)
+    assert not torch.allclose(moved, sft_logits, atol=1e-3)
+    assert torch.equal(reference_logits, sft_logits)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)

@@ -81,3 +81,17 @@ def test_interrupted_and_resumed_equals_uninterrupted(rm_ready, tiny_data_root):
         return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in updates(path)]
 
     assert trajectory(run_dir) == trajectory(rm_ready / "tiny" / "ppo-straight")
+
+
+def test_ppo_with_lora_runs_and_saves_a_plain_model(rm_ready, tiny_data_root):
+    from transformers import AutoModelForCausalLM
+
+    result = run_module("align.ppo", "+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}",
+                        "ppo.lora.enabled=true", "ppo.total_episodes=96", "variant=lora", "eval.num_prompts=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = rm_ready / "tiny" / "ppo-lora"
+    rows = updates(run_dir)
+    assert len(rows) == 3 and rows[0]["policy/ratio"] == pytest.approx(1.0, abs=0.05)
+    saved = load_file(run_dir / "final" / "model.safetensors")
+    assert not any("lora" in key for key in saved)  # merged: plain transformers loads it without peft
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final").config.model_type == "gpt2"

@@ -44,9 +44,25 @@ def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int) -> torch.Tens
 
 def head_outputs(classifier: nn.Module, input_ids, attention_mask, positions) -> torch.Tensor:
     """(B, L) the one-label head at every position (what a sequence classifier pools from at one position)."""
+    if hasattr(classifier, "get_base_model"):  # a peft model: its LoRA layers sit inside the base model
+        classifier = classifier.get_base_model()
     hidden = classifier.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                    position_ids=positions).last_hidden_state
     return classifier.score(hidden)[..., 0]
+
+
+def add_lora(policy: nn.Module, value: nn.Module, r: int, alpha: float, target_modules: list[str]):
+    """(policy, value) with LoRA adapters; the value model's head stays fully trainable.
+
+    The adapters start at zero (peft's B = 0), so at step 0 the policy is exactly the SFT model.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    def config(task_type: str):
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
+                          fan_in_fan_out=True, task_type=task_type)  # GPT-2's Conv1D stores weights transposed
+
+    return get_peft_model(policy, config("CAUSAL_LM")), get_peft_model(value, config("SEQ_CLS"))
 
 
 def response_logprobs(logits: torch.Tensor, query_response: torch.Tensor, context_length: int, temperature: float,

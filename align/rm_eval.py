@@ -32,8 +32,10 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge_module: str | None, b
     out["by_margin"] = buckets
 
     # Length bias: how far "the longer answer wins" gets on the same labels, and how scores follow length.
-    length = lambda side: torch.tensor([len(tokenizer(p[side][0]["content"])["input_ids"]) for p in pairs])  # noqa: E731
-    len_c, len_r = length("chosen"), length("rejected")
+    def reply_lengths(side: str) -> torch.Tensor:
+        return torch.tensor([len(tokenizer(p[side][0]["content"])["input_ids"]) for p in pairs])
+
+    len_c, len_r = reply_lengths("chosen"), reply_lengths("rejected")
     out["longer_wins_accuracy"] = ((len_c > len_r).float() + 0.5 * (len_c == len_r).float()).mean().item()
     lengths, scores = torch.cat([len_c, len_r]).float(), torch.cat([chosen, rejected])
     out["score_length_correlation"] = torch.corrcoef(torch.stack([scores, lengths]))[0, 1].item()

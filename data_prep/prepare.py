@@ -22,8 +22,10 @@ MANIFEST = "manifest.json"
 
 
 def recipe(source: SourceConfig, data: DataConfig) -> dict:
-    """What determines the files' content."""
-    return {**asdict(source), "world": asdict(data.world) if source.prepare == "tiny_world" else None}
+    """What determines the files' content: the source, its options, and the version of the module that builds it."""
+    module = importlib.import_module(f"data_prep.{source.prepare}")
+    return {**asdict(source), "world": asdict(data.world) if source.prepare == "tiny_world" else None,
+            "version": getattr(module, "VERSION", 1)}
 
 
 def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+VERSION = 2  # bump whenever the generated files change, so that directories built by an older version are not reused
+
 
 def prepare(source, data, out_dir: Path) -> dict[str, int]:
     """Entry point for data_prep.prepare: every split plus the tiny tokenizer trained on the corpus."""

@@ -7,6 +7,7 @@ drawn first and every training split excludes them, so held-out numbers are real
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -138,8 +139,6 @@ def build(out_dir: Path, world: WorldConfig) -> dict[str, int]:
 
 def corpus(out_dir: Path) -> list[str]:
     """Text to train the tiny tokenizer on: every chat turn it will see, and the pretraining text."""
-    import json
-
     texts = []
     for name in ("sft.train", "ptx.train"):
         with open(out_dir / f"{name}.jsonl", encoding="utf-8") as f:

@@ -181,6 +181,15 @@ class EvalConfig:
 
 
 @dataclass
+class ChatConfig:
+    model: str  # a stage's final/ directory (or any chat model with this project's template)
+    prompt: str | None  # one-shot mode: answer this prompt and exit
+    system: str | None  # optional system message
+    max_new_tokens: int
+    temperature: float  # 0: greedy
+
+
+@dataclass
 class DistributedConfig:
     name: str
     mixed_precision: str  # "no" (fp32), "bf16" or "fp16"
@@ -198,6 +207,7 @@ class PathsConfig:
     sft: str  # the SFT run directory; later stages find its final model here
     rm: str  # the reward-model run directory
     ppo: str  # the PPO run directory (named after the variant, so ablations do not overwrite each other)
+    chat: str  # where `align.chat` keeps Hydra's record of a session
 
 
 @dataclass
@@ -211,6 +221,7 @@ class Config:
     rm: RMSettings
     ppo: PPOSettings
     eval: EvalConfig
+    chat: ChatConfig
     distributed: DistributedConfig
     logger: LoggerConfig
     paths: PathsConfig

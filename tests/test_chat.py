@@ -1,0 +1,40 @@
+"""`python -m align.chat`: one-shot for scripts, and the REPL driven by scripted input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_module
+
+from data_prep.tiny_world.task import VOCABULARY
+
+pytestmark = pytest.mark.slow
+PROMPT = "words 3 start sun end any"
+
+
+def test_one_shot_answers_through_the_template(tiny_sft_dir):
+    result = run_module("align.chat", "+experiment=tiny", f"paths.root={tiny_sft_dir.parent.parent}",
+                        f"chat.model={tiny_sft_dir / 'final'}", f"chat.prompt={PROMPT}", "chat.temperature=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = result.stdout.strip().splitlines()[-1]
+    assert answer and all(word in VOCABULARY for word in answer.split())  # a tiny-world answer, ended by its EOS
+
+
+def test_repl_keeps_the_conversation_and_resets(tiny_sft_dir):
+    script = f"{PROMPT}\nwords any start any end moon\n/reset\n{PROMPT}\n/exit\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "align.chat", "+experiment=tiny", f"paths.root={tiny_sft_dir.parent.parent}",
+         f"chat.model={tiny_sft_dir / 'final'}", "chat.temperature=0"],
+        cwd=REPO, input=script, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [line.removeprefix("assistant> ") for line in result.stdout.splitlines() if line.startswith("assistant>")]
+    assert len(answers) == 3
+    assert answers[0] == answers[2]  # after /reset the same first turn gets the same greedy answer
+
+
+def test_chat_without_a_model_fails_clearly(tmp_path):
+    result = run_module("align.chat", "+experiment=tiny", f"paths.root={tmp_path}", "chat.prompt=hi", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "no model at" in result.stderr

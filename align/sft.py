@@ -70,7 +70,7 @@ def train(cfg: Config) -> dict:
 
     # 5. final evaluation and the plain Hugging Face model directory
     metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
-               "resumed_from": last, **{k: v for k, v in trainer.evaluate().items()}}
+               "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}
     trainer.save_model(str(run_dir / "final"))

@@ -474,30 +474,15 @@ def target_notes(matmul: float, models: dict[str, tuple[int, ModelSpec, dict[str
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,gpt2-124m", help=f"comma-separated, from {sorted(MODELS)}")
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="timed optimizer steps per configuration (default: "
-        + ", ".join(f"{k} {v.steps}" for k, v in MODELS.items())
-        + ")",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="untimed optimizer steps before the timed ones (default: "
-        + ", ".join(f"{k} {v.warmup}" for k, v in MODELS.items())
-        + ")",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="rows per optimizer step, unpacked and packed (default: "
-        + ", ".join(f"{k} {v.batch_size}" for k, v in MODELS.items())
-        + ")",
-    )
+    def per_model(field: str) -> str:
+        return ", ".join(f"{name} {getattr(spec, field)}" for name, spec in MODELS.items())
+
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"timed optimizer steps per configuration (default: {per_model('steps')})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed optimizer steps before the timed ones (default: {per_model('warmup')})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"rows per optimizer step, unpacked and packed (default: {per_model('batch_size')})")
     parser.add_argument("--seq-len", type=int, default=512, help="max_length: truncation and packing length")
     parser.add_argument(
         "--data",

@@ -172,12 +172,23 @@ class PPOSettings:
 
 @dataclass
 class EvalConfig:
-    """How responses are sampled whenever a model is judged."""
+    """How responses are sampled whenever a model is judged, and what `align.eval` compares."""
 
     max_new_tokens: int
     temperature: float  # 0: greedy
     batch_size: int
     num_prompts: int  # held-out prompts used (the first N); -1: all
+    max_prompt_tokens: int  # `align.eval` leaves out (and counts) longer prompts, which the model could not answer
+    models: dict[str, str | None]  # label -> model directory, hub name, or "base"; a null entry is left out
+    reference: str  # the label KL and win rates are measured against
+    reward_model: str | None  # scores every response; null: no RM columns
+    report_samples: int  # prompts shown with every model's response side by side in report.md
+
+
+@dataclass
+class PipelineConfig:
+    stages: list[str]  # run in this order, each reading the one before through paths
+    force: str | None  # run this stage and every later one again even if finished (the old output is moved aside)
 
 
 @dataclass
@@ -208,6 +219,8 @@ class PathsConfig:
     rm: str  # the reward-model run directory
     ppo: str  # the PPO run directory (named after the variant, so ablations do not overwrite each other)
     chat: str  # where `align.chat` keeps Hydra's record of a session
+    eval: str  # `align.eval` writes eval.json, report.md and eval.png here
+    pipeline: str  # `align.pipeline` keeps Hydra's record of its runs here
 
 
 @dataclass
@@ -221,6 +234,7 @@ class Config:
     rm: RMSettings
     ppo: PPOSettings
     eval: EvalConfig
+    pipeline: PipelineConfig
     chat: ChatConfig
     distributed: DistributedConfig
     logger: LoggerConfig

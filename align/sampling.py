@@ -13,6 +13,8 @@ class Completion:
     text: str  # decoded response without the EOS
     ended: bool  # the model emitted the end-of-turn EOS within the token budget
     n_tokens: int  # response tokens, the EOS included
+    prompt_ids: list[int]  # the prompt as the model saw it (chat template, generation prompt)
+    response_ids: list[int]  # the sampled tokens, up to and including the EOS
 
 
 def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
@@ -46,11 +48,12 @@ def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, tem
                     eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=tokenizer.pad_token_id,
                 )
-            for row in out[:, width:].tolist():
+            for prompt_ids, row in zip(batch, out[:, width:].tolist()):
                 ended = tokenizer.eos_token_id in row
                 response = row[: row.index(tokenizer.eos_token_id)] if ended else row
+                response_ids = response + [tokenizer.eos_token_id] * ended
                 completions.append(Completion(tokenizer.decode(response, skip_special_tokens=True), ended,
-                                              len(response) + int(ended)))
+                                              len(response_ids), prompt_ids, response_ids))
     finally:
         torch.random.set_rng_state(generator_state)
     return completions

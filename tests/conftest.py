@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,35 @@ def tiny_config(*overrides: str, stage: str = "sft"):
 
 
 @pytest.fixture(scope="session")
-def tiny_sft_dir(tmp_path_factory, tiny_data_root) -> Path:
-    """The run directory of one full `python -m align.sft +experiment=tiny`, shared by the tests that need it."""
+def tiny_pipeline(tmp_path_factory, tiny_data_root) -> Path:
+    """The runs root of the README's main job, `python -m align.pipeline +experiment=tiny`, run the hard way:
+    killed (SIGKILL) once PPO has written its first checkpoint, then run again to the end. The second run's output
+    is in tiny_pipeline_rerun_log."""
     root = tmp_path_factory.mktemp("runs")
-    result = run_module("align.sft", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "tiny" / "sft"
+    args = [sys.executable, "-m", "align.pipeline", "+experiment=tiny", f"paths.root={root}",
+            f"paths.data={tiny_data_root}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(root / "first.log", "w") as log:
+        first = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 1200
+        while first.poll() is None and not list((root / "tiny" / "ppo-baseline").glob("checkpoint-*")):
+            assert time.monotonic() < deadline, "the pipeline wrote no PPO checkpoint in 20 minutes"
+            time.sleep(0.5)
+        first.kill()
+        first.wait()
+    rerun = run_module("align.pipeline", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (root / "rerun.log").write_text(rerun.stdout + rerun.stderr)
+    return root
 
 
 @pytest.fixture(scope="session")
-def tiny_rm_dir(tiny_sft_dir, tiny_data_root) -> Path:
-    """The run directory of one `python -m align.rm +experiment=tiny` on top of tiny_sft_dir."""
-    root = tiny_sft_dir.parent.parent
-    result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "tiny" / "rm"
+def tiny_sft_dir(tiny_pipeline) -> Path:
+    """The SFT run directory of the tiny pipeline."""
+    return tiny_pipeline / "tiny" / "sft"
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tiny_pipeline) -> Path:
+    """The RM run directory of the tiny pipeline."""
+    return tiny_pipeline / "tiny" / "rm"

@@ -29,9 +29,8 @@ def rm_ready(tiny_rm_dir):
     return tiny_rm_dir.parent.parent
 
 
-def test_ppo_beats_sft_on_the_gold_judge(rm_ready, tiny_data_root):
-    result = run_module("align.ppo", "+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_ppo_beats_sft_on_the_gold_judge(rm_ready):
+    """The PPO stage of the tiny pipeline (run through `python -m align.pipeline`, which calls align.ppo's train)."""
     run_dir = rm_ready / "tiny" / "ppo-baseline"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"gold on held-out prompts: SFT {metrics['eval_sft_gold_score']:.3f} -> PPO "

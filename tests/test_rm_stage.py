@@ -47,8 +47,9 @@ def test_rm_without_sft_output_fails_with_a_clear_message(tmp_path, tiny_data_ro
     assert "no SFT model" in result.stderr and "align.sft" in result.stderr
 
 
-def test_rm_on_the_real_hh_rlhf_slice(tmp_path):
-    """A tiny GPT-2 on the HH-RLHF slice through data_prep's converter: accuracy next to the length baseline."""
+def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
+    """A tiny GPT-2 on the HH-RLHF slice through data_prep's converter: accuracy next to the length baseline; then
+    align.eval on the slice's held-out prompts, where only the RM judges (no gold judge for real data)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from align.tokens import train_tiny_tokenizer
@@ -61,12 +62,12 @@ def test_rm_on_the_real_hh_rlhf_slice(tmp_path):
     GPT2LMHeadModel(GPT2Config(vocab_size=2000, n_layer=2, n_embd=64, n_head=2, n_positions=512)).save_pretrained(
         model_dir)
     alpaca = SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"  # demonstrations to normalise on
-    result = run_module(
-        "align.rm", "+experiment=small", f"paths.root={tmp_path}", f"paths.data={tmp_path}/data",
-        f"data.sources.hh_rlhf.source={hh}", "data.sources.hh_rlhf.eval_size=200",
-        f"data.sources.alpaca.source={alpaca}", "data.sources.alpaca.eval_size=20",
-        f"model.name_or_path={model_dir}", f"rm.init_from={model_dir}", "rm.max_steps=20", "rm.batch_size=8",
-        "rm.grad_accum=1", "rm.max_length=512", "rm.eval_steps=1000", "rm.lr=1e-3", "logger=none")
+    common = ["+experiment=small", f"paths.root={tmp_path}", f"paths.data={tmp_path}/data",
+              f"data.sources.hh_rlhf.source={hh}", "data.sources.hh_rlhf.eval_size=200",
+              f"data.sources.alpaca.source={alpaca}", "data.sources.alpaca.eval_size=20",
+              f"model.name_or_path={model_dir}", "logger=none"]
+    result = run_module("align.rm", *common, f"rm.init_from={model_dir}", "rm.max_steps=20", "rm.batch_size=8",
+                        "rm.grad_accum=1", "rm.max_length=512", "rm.eval_steps=1000", "rm.lr=1e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "hh_rlhf" / "manifest.json").read_text())
     assert manifest["counts"]["dropped_prompt_mismatch"] == 1  # reported, not crashed on
@@ -76,6 +77,20 @@ def test_rm_on_the_real_hh_rlhf_slice(tmp_path):
     assert 0 <= evaluation["accuracy"] <= 1 and 0 <= evaluation["longer_wins_accuracy"] <= 1
     metrics = json.loads((tmp_path / "small" / "rm" / "metrics.json").read_text())
     assert evaluation["pairs"] == 200 - metrics["dropped_too_long"]["eval"]
+
+    # The base model under two labels: the same weights and seed sample the same responses, so KL 0, win rate 1/2.
+    result = run_module(
+        "align.eval", *common, "eval.models.base=base", f"eval.models.sft={model_dir}", "eval.models.ppo=null",
+        "eval.num_prompts=12", "eval.max_new_tokens=12", "eval.batch_size=6", "eval.temperature=1.0",
+        "eval.max_prompt_tokens=400")
+    assert result.returncode == 0, result.stderr[-3000:]
+    models = json.loads((tmp_path / "small" / "eval-baseline" / "eval.json").read_text())["models"]
+    assert set(models) == {"base", "sft"} and "gold_score" not in models["sft"]
+    assert models["base"]["rm_win_rate"] == 0.5 and models["base"]["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert models["base"]["rm_score"] == pytest.approx(models["sft"]["rm_score"])
+    report = (tmp_path / "small" / "eval-baseline" / "report.md").read_text()
+    first_prompt = json.loads((tmp_path / "data" / "hh_rlhf" / "prompts.eval.jsonl").read_text().splitlines()[0])
+    assert first_prompt["prompt"][-1]["content"].splitlines()[0].replace("|", "\\|") in report
 
 
 def test_small_rm_without_the_hub_fails_fast_with_a_clear_message(tmp_path):

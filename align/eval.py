@@ -1,0 +1,157 @@
+"""Judged evaluation: any set of models on the same held-out prompts, sampled the same way.
+
+    python -m align.eval +experiment=tiny                          # base, SFT and PPO of the tiny run
+    python -m align.eval +experiment=tiny eval.models.base=null '+eval.models.mine=/path/to/model'
+
+For every model: the gold judge's score (where the task has a judge), the reward model's score (normalised, so the SFT
+demonstrations score 0 on average), the KL to the reference model, response length and EOS rate; and its win rate
+against the reference on the same prompts, by the reward model and by the gold judge (a tie counts half).
+The KL is the one PPO pays for: on a model's own samples, the mean over prompts of
+sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)], logits divided by the sampling temperature.
+All models are read with one tokenizer: the chat tokenizer of this run (the reference's, or model.name_or_path's).
+
+Reads   eval.models, eval.reward_model, data.prompts_eval
+Writes  paths.eval/: eval.json (numbers), report.md (table and responses side by side), eval.png (scores against KL),
+        responses.jsonl (every response with its scores), config.resolved.yaml, provenance.json
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from statistics import mean
+
+import hydra
+from omegaconf import DictConfig
+
+from align.config import Config
+from align.errors import UserError
+from align.runs import is_main_process, run_stage, start_run
+
+BASE = "base"  # the label value meaning "what SFT starts from": sft.init_from, or model.scratch with the run's seed
+
+
+def win_rate(scores: list[float], reference_scores: list[float]) -> float:
+    """Share of prompts on which a model's response scores above the reference's; a tie counts half."""
+    if len(scores) != len(reference_scores) or not scores:
+        raise ValueError("win_rate needs two equally long, non-empty lists of scores")
+    return mean(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, reference_scores))
+
+
+def evaluate(cfg: Config) -> dict:
+    from tqdm import tqdm
+
+    from align.data import read_records
+    from align.eval_report import print_table, write_plot, write_report
+    from align.models import load_causal_lm, load_tokenizer
+    from align.reward import load_reward_model
+    from align.sampling import sample
+    from align.scoring import response_logprob_sums, reward_scores
+    from data_prep.prepare import ensure_prepared
+
+    e = cfg.eval
+    models = {label: name for label, name in e.models.items() if name is not None}
+    if e.reference not in models:
+        raise UserError(f"eval.reference={e.reference!r} is not one of eval.models ({', '.join(models)})")
+    for label, name in [*models.items(), ("reward model", e.reward_model)]:
+        if name is not None and name.startswith(cfg.paths.root) and not Path(name).is_dir():
+            raise UserError(f"no {label} model at {name}: run its stage with the same overrides first, "
+                            f"or set eval.models.{label} (eval.reward_model) to another directory, or to null")
+    if cfg.data.prompts_eval is None:
+        raise UserError("data.prompts_eval is not set: the evaluation needs held-out prompts")
+    run_dir = Path(cfg.paths.eval)
+    start_run(run_dir, cfg)
+
+    ensure_prepared(cfg.data, [cfg.data.prompts_eval])
+    records, _ = read_records(cfg.data.prompts_eval, "prompt", cfg.data.on_bad_record)
+    reference_path = models[e.reference]
+    tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
+    pad_id = tokenizer.pad_token_id
+    prompts = [r["prompt"] for r in records if len(tokenizer.apply_chat_template(
+        r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]) <= e.max_prompt_tokens]
+    dropped_long_prompts = len(records) - len(prompts)
+    if dropped_long_prompts:
+        print(f"left out {dropped_long_prompts} prompts longer than eval.max_prompt_tokens={e.max_prompt_tokens}")
+    prompts = prompts[: e.num_prompts] if e.num_prompts > 0 else prompts
+
+    def load_lm(name: str):
+        return load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from if name == BASE else name, cfg.seed)
+
+    # 1. sample: every model answers every prompt with the same sampling settings and seed
+    completions, own_logprobs = {}, {}
+    for label, name in tqdm(models.items(), desc="sampling", disable=not is_main_process()):
+        lm = load_lm(name)
+        completions[label] = sample(lm, tokenizer, prompts, e.max_new_tokens, e.temperature, e.batch_size, cfg.seed)
+        if e.temperature > 0:
+            own_logprobs[label] = response_logprob_sums(lm, completions[label], pad_id, e.temperature, e.batch_size)
+        del lm
+
+    # 2. KL to the reference, on each model's own samples (undefined for greedy decoding)
+    kl = {}
+    if e.temperature > 0:
+        reference = load_lm(reference_path)
+        for label in models:
+            ref_logprobs = response_logprob_sums(reference, completions[label], pad_id, e.temperature, e.batch_size)
+            kl[label] = (own_logprobs[label] - ref_logprobs).tolist()
+        del reference
+
+    # 3. the reward model's score of every response
+    rm_scores = {}
+    if e.reward_model is not None:
+        rm = load_reward_model(cfg.model, tokenizer, e.reward_model, cfg.seed)
+        rm_scores = {label: reward_scores(rm, completions[label], pad_id, e.batch_size).tolist() for label in models}
+        del rm
+
+    # 4. the gold judge's score, where the task has one
+    gold = {}
+    if cfg.data.judge is not None:
+        judge = importlib.import_module(f"data_prep.{cfg.data.judge}")
+        gold = {label: [judge.gold_score(prompt[-1]["content"], c.text, c.ended)
+                        for prompt, c in zip(prompts, completions[label])] for label in models}
+
+    # 5. summary: one row per model; win rates against the reference
+    summary = {}
+    for label, name in models.items():
+        row = {"model": name, "prompts": len(prompts),
+               "response_tokens": mean(c.n_tokens for c in completions[label]),
+               "eos_rate": mean(c.ended for c in completions[label])}
+        if gold:
+            row["gold_score"] = mean(gold[label])
+            row["gold_win_rate"] = win_rate(gold[label], gold[e.reference])
+        if rm_scores:
+            row["rm_score"] = mean(rm_scores[label])
+            row["rm_win_rate"] = win_rate(rm_scores[label], rm_scores[e.reference])
+        if kl:
+            row["kl"] = mean(kl[label])
+        summary[label] = row
+
+    # 6. write: numbers, every response, the report and the plot
+    results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,
+               "seed": cfg.seed, "prompts_file": cfg.data.prompts_eval, "dropped_long_prompts": dropped_long_prompts,
+               "models": summary}
+    if is_main_process():
+        with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:
+            for i, prompt in enumerate(prompts):
+                f.write(json.dumps({"prompt": prompt, "responses": {
+                    label: {"text": completions[label][i].text, "ended": completions[label][i].ended,
+                            **({"gold": gold[label][i]} if gold else {}),
+                            **({"rm": rm_scores[label][i]} if rm_scores else {}),
+                            **({"kl": kl[label][i]} if kl else {})}
+                    for label in models}}) + "\n")
+        write_report(run_dir / "report.md", results, prompts[: e.report_samples],
+                     {label: [c.text if c.ended else c.text + " [no EOS]" for c in completions[label]]
+                      for label in models})
+        write_plot(run_dir / "eval.png", results)
+        (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
+        print_table(results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_stage(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

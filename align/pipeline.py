@@ -1,0 +1,132 @@
+"""The whole InstructGPT path in one command: SFT, reward model, PPO, then the judged evaluation.
+
+    python -m align.pipeline +experiment=tiny                     # offline, CPU, a few minutes
+    python -m align.pipeline +experiment=small seed=1             # the same overrides reach every stage
+    python -m align.pipeline +experiment=tiny pipeline.force=rm   # run rm and every stage after it again
+
+Each stage reads the one before through the config's paths, exactly as when the stages are run one by one. A stage
+whose output is finished (the metrics.json or eval.json it writes last) is skipped, so a pipeline run again after an
+interruption continues where it stopped, the interrupted stage resuming from its last checkpoint. A finished stage
+made with other settings is never reused silently: the pipeline stops and names the first setting that differs.
+
+Writes  what each stage writes; paths.pipeline/ holds Hydra's record of the pipeline run
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from align.config import Config
+from align.errors import UserError
+from align.runs import is_main_process, run_stage
+
+# What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
+STAGE_INPUTS = {
+    "sft": (("seed", "model", "data", "sft"), "metrics.json"),
+    "rm": (("seed", "model", "data", "sft", "rm"), "metrics.json"),
+    "ppo": (("seed", "variant", "model", "data", "sft", "rm", "ppo"), "metrics.json"),
+    "eval": (("seed", "variant", "model", "data", "sft", "rm", "ppo", "eval"), "eval.json"),
+}
+
+
+def stage_entry(stage: str) -> Callable[[Config], dict]:
+    """The function `python -m align.<stage>` runs (imported late: each stage imports its own heavy libraries)."""
+    if stage == "sft":
+        from align.sft import train
+    elif stage == "rm":
+        from align.rm import train
+    elif stage == "ppo":
+        from align.ppo import train
+    else:
+        from align.eval import evaluate as train
+    return train
+
+
+def settings(config: dict, sections: tuple[str, ...]) -> dict:
+    """The sections of a resolved config that decide a stage's result, with paths under the run's output and data
+    roots written relative to them (moving outputs or data elsewhere does not change a result)."""
+    roots = {config["paths"][name].rstrip("/") + "/": f"${{paths.{name}}}/" for name in ("root", "data")}
+
+    def relative(value):
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str):
+            for root, placeholder in roots.items():
+                if value.startswith(root):
+                    return placeholder + value[len(root):]
+        return value
+
+    return {key: relative(config[key]) for key in sections}
+
+
+def first_difference(old, new, key: str = "") -> str | None:
+    """The dotted key of the first value that differs between two nested dicts, with both values; None if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            found = first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    return None if old == new else f"{key}: {old!r} then, {new!r} now"
+
+
+def run_pipeline(cfg: Config) -> dict:
+    current = OmegaConf.to_container(OmegaConf.structured(cfg))
+    unknown = [s for s in cfg.pipeline.stages if s not in STAGE_INPUTS]
+    if unknown or (cfg.pipeline.force is not None and cfg.pipeline.force not in cfg.pipeline.stages):
+        raise UserError(f"pipeline stages are {', '.join(STAGE_INPUTS)}; got stages={cfg.pipeline.stages}, "
+                        f"force={cfg.pipeline.force}")
+    forced = cfg.pipeline.stages[cfg.pipeline.stages.index(cfg.pipeline.force):] if cfg.pipeline.force else []
+    timings = {}
+    for stage in cfg.pipeline.stages:
+        sections, finished_marker = STAGE_INPUTS[stage]
+        run_dir = Path(getattr(cfg.paths, stage))
+        if stage in forced and run_dir.exists() and is_main_process():
+            aside = run_dir.with_name(run_dir.name + ".replaced")
+            shutil.rmtree(aside, ignore_errors=True)
+            run_dir.rename(aside)
+            print(f"[pipeline] {stage}: forced; the previous output is now {aside}")
+        if (run_dir / finished_marker).is_file():
+            made_with = OmegaConf.to_container(OmegaConf.load(run_dir / "config.resolved.yaml"))
+            difference = first_difference(settings(made_with, sections), settings(current, sections))
+            if difference:
+                raise UserError(f"{run_dir} was made with other settings ({difference}): use another run_name, "
+                                f"or pipeline.force={stage} to replace it")
+            print(f"[pipeline] {stage}: finished output in {run_dir}, skipped")
+            timings[stage] = "skipped"
+            continue
+        print(f"[pipeline] {stage}: running into {run_dir}", flush=True)
+        start = time.perf_counter()
+        stage_entry(stage)(cfg)
+        gc.collect()  # the stage's models are garbage now; free them before the next stage loads its own
+        timings[stage] = f"{time.perf_counter() - start:.0f} s"
+
+    print("\n[pipeline] " + ", ".join(f"{stage} {took}" for stage, took in timings.items()))
+    if "eval" not in cfg.pipeline.stages:
+        return {"stages": timings}
+    from align.eval_report import print_table
+
+    results = json.loads((Path(cfg.paths.eval) / "eval.json").read_text())
+    if is_main_process():
+        print(f"[pipeline] evaluation ({Path(cfg.paths.eval) / 'report.md'}):\n")
+        print_table(results)
+    return {"stages": timings, "eval": results}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_stage(run_pipeline, cfg)
+
+
+if __name__ == "__main__":
+    main()

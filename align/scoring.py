@@ -1,0 +1,54 @@
+"""Teacher-forced numbers for sampled completions: their log-probability under any LM, their reward-model score.
+
+Completions are laid out the way PPO lays out a rollout: prompts left-padded to one width, responses after them,
+right-padded, so the response of every row starts at the same column and positions skip the padding.
+"""
+
+from __future__ import annotations
+
+from align.sampling import Completion
+
+
+def rollout_layout(completions: list[Completion], pad_id: int):
+    """(input_ids (B, W + T), W): left-padded prompts of width W, then right-padded responses of length T."""
+    import torch
+
+    width = max(len(c.prompt_ids) for c in completions)
+    length = max(max(len(c.response_ids) for c in completions), 1)
+    rows = [[pad_id] * (width - len(c.prompt_ids)) + c.prompt_ids + c.response_ids
+            + [pad_id] * (length - len(c.response_ids)) for c in completions]
+    return torch.tensor(rows), width
+
+
+def response_logprob_sums(lm, completions: list[Completion], pad_id: int, temperature: float, batch_size: int):
+    """(N,) sum over each response's tokens of log pi(token | prefix), logits divided by `temperature`."""
+    import torch
+
+    from align.rlhf.policy_value import lm_logits, response_logprobs
+
+    lm.eval()
+    sums = []
+    for start in range(0, len(completions), batch_size):
+        batch = completions[start : start + batch_size]
+        input_ids, width = rollout_layout(batch, pad_id)
+        with torch.no_grad():
+            logprobs, _ = response_logprobs(lm_logits(lm, input_ids, pad_id), input_ids, width, temperature)
+        lengths = torch.tensor([len(c.response_ids) for c in batch])
+        mask = torch.arange(logprobs.shape[1])[None, :] < lengths[:, None]
+        sums.append((logprobs * mask).sum(dim=1))
+    return torch.cat(sums)
+
+
+def reward_scores(rm, completions: list[Completion], pad_id: int, batch_size: int):
+    """(N,) the reward model's score of each prompt + response, read at the response's last token (its EOS)."""
+    import torch
+
+    from align.reward import reward_at_eos
+
+    rm.eval()
+    scores = []
+    for start in range(0, len(completions), batch_size):
+        input_ids, _ = rollout_layout(completions[start : start + batch_size], pad_id)
+        with torch.no_grad():
+            scores.append(reward_at_eos(rm, input_ids, (input_ids != pad_id).long()))
+    return torch.cat(scores)

@@ -1,0 +1,83 @@
+"""The evaluation's parts: win rates, teacher-forced scores of sampled completions, the report's table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+from align.eval import win_rate
+from align.eval_report import markdown_table, table_rows
+from align.sampling import Completion
+from align.scoring import response_logprob_sums, reward_scores, rollout_layout
+
+PAD = 0
+
+
+def completion(prompt: list[int], response: list[int]) -> Completion:
+    return Completion("", True, len(response), prompt, response)
+
+
+def tiny_lm(seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=40, n_positions=64,
+                                      pad_token_id=PAD)).eval()
+
+
+def test_win_rate_counts_ties_half():
+    assert win_rate([1.0, 0.0, 0.5, 0.2], [0.0, 1.0, 0.5, 0.1]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert win_rate([0.3] * 5, [0.3] * 5) == 0.5
+    with pytest.raises(ValueError):
+        win_rate([1.0], [1.0, 2.0])
+
+
+def test_rollout_layout_left_pads_prompts_and_right_pads_responses():
+    ids, width = rollout_layout([completion([5, 6, 7], [8, 9]), completion([5], [8, 9, 10, 11])], PAD)
+    assert width == 3
+    assert ids.tolist() == [[5, 6, 7, 8, 9, 0, 0], [0, 0, 5, 8, 9, 10, 11]]
+
+
+def test_logprob_sums_match_each_sequence_alone_and_ignore_padding():
+    """Batched with left and right padding, each response's log-probability equals the one computed unpadded."""
+    lm = tiny_lm(0)
+    batch = [completion([5, 6, 7, 3], [8, 9]), completion([5], [8, 9, 10, 11, 12]), completion([4, 4], [30])]
+    temperature = 0.7
+    batched = response_logprob_sums(lm, batch, PAD, temperature, batch_size=8)
+    for c, got in zip(batch, batched):
+        ids = torch.tensor([c.prompt_ids + c.response_ids])
+        with torch.no_grad():
+            logits = lm(ids).logits[0, len(c.prompt_ids) - 1 : -1] / temperature
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c.response_ids)[:, None]).sum()
+        assert got.item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_kl_of_a_model_to_itself_is_zero_and_to_another_is_not():
+    batch = [completion([5, 6, 7], [8, 9, 10]), completion([5], [11, 12])]
+    own = response_logprob_sums(tiny_lm(0), batch, PAD, 1.0, batch_size=1)
+    same = response_logprob_sums(tiny_lm(0), batch, PAD, 1.0, batch_size=2)
+    other = response_logprob_sums(tiny_lm(1), batch, PAD, 1.0, batch_size=2)
+    assert torch.allclose(own - same, torch.zeros(2), atol=1e-5)
+    assert (own - other).abs().min() > 1e-3
+
+
+def test_reward_scores_read_the_last_response_token():
+    torch.manual_seed(0)
+    rm = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=40, n_positions=64,
+                                                  num_labels=1, pad_token_id=PAD)).eval()
+    batch = [completion([5, 6, 7], [8, 9]), completion([5], [8, 9, 10, 11])]
+    scores = reward_scores(rm, batch, PAD, batch_size=2)
+    for c, got in zip(batch, scores):
+        with torch.no_grad():
+            alone = rm(torch.tensor([c.prompt_ids + c.response_ids])).logits[0, 0]
+        assert got.item() == pytest.approx(alone.item(), abs=1e-4)
+
+
+def test_report_table_shows_the_columns_present_and_escapes_cells():
+    results = {"reference": "sft", "models": {
+        "sft": {"gold_score": 0.5, "gold_win_rate": 0.5, "eos_rate": 1.0, "response_tokens": 6.0, "prompts": 2},
+        "ppo": {"gold_score": 0.75, "gold_win_rate": 0.625, "eos_rate": 1.0, "response_tokens": 5.5, "prompts": 2},
+    }}
+    header, rows = table_rows(results)
+    assert header == ["model", "gold score", "win rate vs sft (gold)", "response tokens", "EOS rate"]
+    assert rows[1] == ["ppo", "0.750", "0.625", "5.5", "1.00"]
+    assert "a \\| b<br>c" in markdown_table(["x"], [["a | b\nc"]])

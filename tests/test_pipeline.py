@@ -1,0 +1,100 @@
+"""`python -m align.pipeline`: deciding which stages to skip, and the tiny path end to end (base < SFT < PPO)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_module
+
+from align.pipeline import first_difference, settings
+
+
+def resolved(root: str, data: str, lr: float) -> dict:
+    return {"seed": 0, "paths": {"root": root, "data": data},
+            "data": {"sft_train": f"{data}/w/sft.jsonl", "name": "data"},
+            "sft": {"lr": lr, "init_from": "gpt2"}}
+
+
+def test_settings_ignore_where_outputs_and_data_live_but_not_what_they_are():
+    here = settings(resolved("outputs", "data", 0.1), ("seed", "data", "sft"))
+    moved = settings(resolved("/scratch/out", "/scratch/data", 0.1), ("seed", "data", "sft"))
+    assert here == moved
+    assert here["data"] == {"sft_train": "${paths.data}/w/sft.jsonl", "name": "data"}  # a value equal to a root stays
+    assert first_difference(here, moved) is None
+    changed = settings(resolved("outputs", "data", 0.2), ("seed", "data", "sft"))
+    assert first_difference(here, changed) == "sft.lr: 0.1 then, 0.2 now"
+
+
+def test_first_difference_names_added_and_removed_keys():
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == "a.c: None then, 2 now"
+    assert first_difference({"a": [1, 2]}, {"a": [1, 3]}) == "a: [1, 2] then, [1, 3] now"
+
+
+def test_unknown_stage_is_a_clear_error(tmp_path):
+    result = run_module("align.pipeline", "+experiment=tiny", f"paths.root={tmp_path}", "pipeline.stages=[sft,dpo]",
+                        timeout=120)
+    assert result.returncode == 2
+    assert "pipeline stages are sft, rm, ppo, eval" in result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
+    """The README's main job. Margins from three seeds measured on this machine (docs in the closing note of issue 5):
+    gold base 0.000 / SFT {0.640, ...} / PPO {...}."""
+    models = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())["models"]
+    base, sft, ppo = (models[label]["gold_score"] for label in ("base", "sft", "ppo"))
+    print(f"gold on held-out prompts: base {base:.3f}, SFT {sft:.3f}, PPO {ppo:.3f}")
+    assert sft > base + 0.3
+    assert ppo > sft + 0.02
+    assert models["ppo"]["gold_win_rate"] > 0.5
+    assert models["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)  # the reference against itself
+    assert 0 < models["ppo"]["kl"] < models["base"]["kl"]
+
+
+@pytest.mark.slow
+def test_rerun_after_a_kill_skips_finished_stages_and_resumes_ppo(tiny_pipeline):
+    log = (tiny_pipeline / "rerun.log").read_text()
+    assert f"[pipeline] sft: finished output in {tiny_pipeline}/tiny/sft, skipped" in log
+    assert f"[pipeline] rm: finished output in {tiny_pipeline}/tiny/rm, skipped" in log
+    assert f"resuming from {tiny_pipeline}/tiny/ppo-baseline/checkpoint-50" in log
+    assert "[pipeline] eval: running" in log
+
+
+@pytest.mark.slow
+def test_finished_pipeline_is_skipped_and_other_settings_are_refused(tiny_pipeline, tiny_data_root):
+    common = ["+experiment=tiny", f"paths.root={tiny_pipeline}", f"paths.data={tiny_data_root}"]
+    again = run_module("align.pipeline", *common, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped") == 4
+    assert "ppo" in again.stdout.split("[pipeline] evaluation")[1]  # the final table is printed from eval.json
+    changed = run_module("align.pipeline", *common, "rm.lr=0.1", timeout=300)
+    assert changed.returncode == 2
+    assert "rm.lr: 0.003 then, 0.1 now" in changed.stderr and "pipeline.force=rm" in changed.stderr
+
+
+@pytest.mark.slow
+def test_final_ppo_model_answers_through_a_plain_transformers_pipeline(tiny_pipeline, tiny_data_root):
+    """pipeline("text-generation") with chat messages uses the saved template and stops at the end-of-turn token:
+    greedy answers equal our own sampler's and satisfy the gold judge as well as eval.json says the model does."""
+    from statistics import mean
+
+    from conftest import world_dir
+    from transformers import AutoTokenizer, pipeline
+
+    from align.sampling import sample
+    from data_prep.tiny_world.judge import gold_score
+
+    final = tiny_pipeline / "tiny" / "ppo-baseline" / "final"
+    chat = pipeline("text-generation", model=str(final))
+    prompts_file = world_dir(tiny_data_root) / "prompts.eval.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()][:20]
+    ours = sample(chat.model, AutoTokenizer.from_pretrained(final), prompts, 16, 0.0, batch_size=20, seed=0)
+    answers = []
+    for messages, own in zip(prompts, ours):
+        (out,) = chat(messages, max_new_tokens=16, do_sample=False)
+        reply = out["generated_text"][-1]
+        assert reply["role"] == "assistant"
+        assert reply["content"].strip() == own.text.strip()
+        answers.append(gold_score(messages[-1]["content"], reply["content"], own.ended))
+    assert mean(answers) > 0.5

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
+from align.distributed import drop_launcher_arguments, main_process_first
 from align.runs import MetricsLog, finish_run, run_stage, start_run
 from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
 
@@ -39,7 +40,8 @@ def train(cfg: Config) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: built on first use, every record checked before any model is loaded
-    ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
     train_records, train_report = read_records(cfg.data.sft_train, "sft", cfg.data.on_bad_record)
     eval_records, eval_report = read_records(cfg.data.sft_eval, "sft", cfg.data.on_bad_record)
 
@@ -84,4 +86,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

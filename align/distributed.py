@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 from align.config import DistributedConfig
 from align.errors import UserError
@@ -49,6 +50,19 @@ def main_process_first():
     return PartialState().main_process_first()
 
 
+@contextmanager
+def gathered(params: list):
+    """Under ZeRO-3, where every rank holds a shard of each weight: the full `params` inside the block, and what the
+    main process writes into them is kept. Anywhere else, the params as they are."""
+    if not any(hasattr(p, "ds_id") for p in params):  # DeepSpeed marks the parameters it partitions
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        yield
+
+
 def deepspeed_settings(accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
     """Fill what DeepSpeed would take from a DataLoader or a Trainer, for a loop that has neither (PPO); under DeepSpeed
     the engine clips gradients itself, inside accelerator.backward()."""
@@ -56,6 +70,17 @@ def deepspeed_settings(accelerator, micro_batch_size: int, max_grad_norm: float)
     if plugin is not None:
         plugin.deepspeed_config.update(train_micro_batch_size_per_gpu=micro_batch_size,
                                        gradient_clipping=max_grad_norm)
+
+
+def prepare_frozen(model, accelerator):
+    """A model that only runs forward (the reference, the reward model), on the accelerator's device. Under ZeRO-3 it
+    was sharded as it loaded: it becomes a DeepSpeed inference engine that gathers each layer as it runs (TRL's)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        from trl.models.utils import prepare_deepspeed
+
+        return prepare_deepspeed(model, accelerator)
+    return model.to(accelerator.device)
 
 
 def leave_processes() -> None:

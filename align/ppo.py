@@ -30,7 +30,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
-from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first
+from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
@@ -116,9 +116,9 @@ def train(cfg: Config) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     # Stepped once per update on every rank (accelerate's wrapper would step it once per process, or per DeepSpeed step)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    reward_model = reward_model.to(accelerator.device)
+    reward_model = prepare_frozen(reward_model, accelerator)
     if reference is not None:
-        reference = reference.to(accelerator.device)
+        reference = prepare_frozen(reference, accelerator)
         disable_dropout(reference)
 
     @contextmanager
@@ -281,10 +281,10 @@ def train(cfg: Config) -> dict:
     results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
+    with as_reference() as prepared_ref, unwrapped_for_generation(prepared_ref, accelerator) as ref:
+        results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
+                                                                         cfg.seed).items()})
     with unwrapped_for_generation(model, accelerator) as unwrapped:
-        with as_reference() as ref:
-            results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
-                                                                             cfg.seed).items()})
         results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(unwrapped.policy, tokenizer, cfg.data,
                                                                          cfg.eval, cfg.seed).items()})
         if is_main_process():

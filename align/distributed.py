@@ -8,6 +8,7 @@ config.resolved.yaml records it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -22,8 +23,8 @@ def drop_launcher_arguments() -> None:
     sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("--local_rank", "--local-rank"))]
 
 
-def join_processes(dist: DistributedConfig) -> bool:
-    """Join the process group before any Accelerator or Trainer is made; True if there is a group to join.
+def join_processes(dist: DistributedConfig) -> None:
+    """Join the process group before any Accelerator or Trainer is made, and leave Hydra's log file to the main process.
 
     Without GPUs, accelerate gives DeepSpeed's processes no backend and then counts one process (DeepSpeed's batch
     size check fails on every rank), and DDP needs to be told it runs on CPUs: naming gloo fixes both.
@@ -32,7 +33,11 @@ def join_processes(dist: DistributedConfig) -> bool:
     if launched != dist.world_size:
         raise UserError(f"distributed.world_size={dist.world_size} but the launcher started {launched} processes")
     if launched == 1:
-        return False
+        return
+    if int(os.environ.get("RANK", "0")) != 0:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
     import torch
     from accelerate import PartialState
 
@@ -40,7 +45,6 @@ def join_processes(dist: DistributedConfig) -> bool:
         PartialState()
     else:
         PartialState(cpu=dist.deepspeed_zero_stage == 0, backend="gloo")
-    return True
 
 
 def main_process_first():

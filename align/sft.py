@@ -5,7 +5,7 @@ to stop); user turns and padding are masked out of the loss. Built on TRL's SFTT
 
     python -m align.sft +experiment=tiny                 # offline, CPU, about a minute
     python -m align.sft +experiment=small                # gpt2 on Alpaca from the hub
-    accelerate launch -m align.sft +experiment=small     # several processes
+    accelerate launch --config_file conf/accelerate/zero2.yaml -m align.sft +experiment=small   # several GPUs
 
 Reads   cfg.data.sft_train / sft_eval (built on first use by data_prep), cfg.sft.init_from (hub name, directory, or
         null for a model built from cfg.model.scratch)

@@ -288,8 +288,9 @@ def train(cfg: Config) -> dict:
         results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(unwrapped.policy, tokenizer, cfg.data,
                                                                          cfg.eval, cfg.seed).items()})
         if is_main_process():
-            # merged: a plain causal LM directory, no peft needed to load it
-            final_policy = unwrapped.policy.merge_and_unload() if s.lora.enabled else unwrapped.policy
+            final_policy = unwrapped.policy
+            if s.lora.enabled:
+                final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
             final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
             tokenizer.save_pretrained(run_dir / "final")
     finish_run(run_dir, metrics_log, num_updates, "ppo", results)

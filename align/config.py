@@ -202,8 +202,13 @@ class ChatConfig:
 
 @dataclass
 class DistributedConfig:
+    """The process layout, as `accelerate launch` set it up (conf/accelerate/), recorded with the run."""
+
     name: str
     mixed_precision: str  # "no" (fp32), "bf16" or "fp16"
+    world_size: int  # processes in the run
+    deepspeed_zero_stage: int  # 0: no DeepSpeed (one process or DDP); 2 or 3: ZeRO stage
+    deepspeed_offload: str  # where DeepSpeed keeps optimizer states between steps: "none" or "cpu"
 
 
 @dataclass

@@ -30,6 +30,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
+from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
@@ -58,15 +59,19 @@ def train(cfg: Config) -> dict:
     for upstream, stage in ((s.policy_init, "align.sft"), (s.reward_model, "align.rm"), (s.value_init, "align.rm")):
         if upstream.startswith(cfg.paths.root) and not Path(upstream).is_dir():
             raise UserError(f"no model at {upstream}: run `python -m {stage}` with the same overrides first")
+    if s.lora.enabled and cfg.distributed.deepspeed_zero_stage == 3:
+        raise UserError("ppo.lora.enabled is not supported under DeepSpeed ZeRO-3: launch with zero2.yaml or ddp.yaml")
     if s.batch_size % s.num_minibatches:
         raise UserError(f"ppo.batch_size={s.batch_size} is not divisible by ppo.num_minibatches={s.num_minibatches}")
     accelerator = Accelerator(mixed_precision=cfg.distributed.mixed_precision)
+    deepspeed_settings(accelerator, s.batch_size // s.num_minibatches, s.max_grad_norm)
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
-    ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
     tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
@@ -108,11 +113,12 @@ def train(cfg: Config) -> dict:
     def lr_factor(step: int) -> float:
         return 1.0 - step / num_updates if s.lr_schedule == "linear" else 1.0
 
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Stepped once per update on every rank (accelerate's wrapper would step it once per process, or per DeepSpeed step)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    reward_model = reward_model.to(accelerator.device)
+    reward_model = prepare_frozen(reward_model, accelerator)
     if reference is not None:
-        reference = reference.to(accelerator.device)
+        reference = prepare_frozen(reference, accelerator)
         disable_dropout(reference)
 
     @contextmanager
@@ -147,7 +153,7 @@ def train(cfg: Config) -> dict:
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
     kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoint.latest(run_dir) if s.resume else None
     if resumed_from is not None:
-        loop = checkpoint.load(resumed_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        loop = checkpoint.load(resumed_from, accelerator, model, optimizer, scheduler)
         kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
         order.set_state(loop["order"])
         sampling.set_state(loop["sampling"])
@@ -208,10 +214,9 @@ def train(cfg: Config) -> dict:
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"PPO update {update}: loss is {loss.item()} (policy {pg_loss.item()}, "
                                        f"value {vf_loss.item()})")
-                accelerator.backward(loss)
                 ptx_loss = torch.zeros(())
                 if s.ptx_coef > 0:
-                    # InstructGPT C.4: pretraining gradients accumulated into the same buffers as PPO's.
+                    # InstructGPT C.4: the LM loss on pretraining text joins PPO's in the same gradient step.
                     picks = torch.randint(len(ptx_texts), (s.ptx_batch_size,), generator=sampling).tolist()
                     ptx = tokenizer([ptx_texts[i] + tokenizer.eos_token for i in picks], return_tensors="pt",
                                     padding=True, truncation=True, max_length=s.max_prompt_tokens + s.response_tokens)
@@ -220,16 +225,14 @@ def train(cfg: Config) -> dict:
                     ptx_loss = torch.nn.functional.cross_entropy(
                         ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
                         ignore_index=pad_id)
-                    accelerator.backward(s.ptx_coef * ptx_loss)
+                    loss = loss + s.ptx_coef * ptx_loss
+                accelerator.backward(loss)  # one backward per step: under DeepSpeed it also steps the optimizer
                 accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
                               "entropy": L.masked_mean(entropy, mask[idx]).detach(), "ptx_loss": ptx_loss.detach()})
         scheduler.step()
-        mean_kl = kl.sum(dim=1).mean().item()  # per-sequence sum, batch mean
-        if s.adaptive_kl:
-            kl_coef = L.adaptive_kl_coef(kl_coef, mean_kl, s.kl_target, s.kl_horizon, s.batch_size * world)
 
         # 6. log (reduced over ranks)
         metrics = {
@@ -247,6 +250,9 @@ def train(cfg: Config) -> dict:
             "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),
         }
         metrics = {k: accelerator.reduce(v.float().to(accelerator.device), "mean").item() for k, v in metrics.items()}
+        if s.adaptive_kl:  # on the KL of all ranks, so that every rank keeps the same coefficient
+            kl_coef = L.adaptive_kl_coef(kl_coef, metrics["objective/kl"], s.kl_target, s.kl_horizon,
+                                         s.batch_size * world)
         metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
                         "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
                         "episodes": update * s.batch_size * world})
@@ -262,30 +268,31 @@ def train(cfg: Config) -> dict:
                   f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
                   f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
                   f"{metrics['time/update_s']:.2f}s update)")
-        if s.save_every and update % s.save_every == 0 and is_main_process():
+        if s.save_every and update % s.save_every == 0:
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
-            checkpoint.save(run_dir, update, accelerator.unwrap_model(model), optimizer, scheduler, loop,
-                            s.save_total_limit)
+            checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit)
 
-    # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory.
-    final_policy = accelerator.unwrap_model(model).policy
+    # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory (under
+    # ZeRO-3, with the policy's weights gathered).
+    accelerator.wait_for_everyone()  # the main process has logged the last update
     rows = metrics_log.rows()  # the main process's log; it covers updates run before a resume too
     last = rows[-1] if rows else {}
     results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
-    with as_reference() as ref:
+    with as_reference() as prepared_ref, unwrapped_for_generation(prepared_ref, accelerator) as ref:
         results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
                                                                          cfg.seed).items()})
-    results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(final_policy, tokenizer, cfg.data, cfg.eval,
-                                                                     cfg.seed).items()})
-    if s.lora.enabled:
-        final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
-    accelerator.wait_for_everyone()
-    if is_main_process():
-        final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
-        tokenizer.save_pretrained(run_dir / "final")
+    with unwrapped_for_generation(model, accelerator) as unwrapped:
+        results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(unwrapped.policy, tokenizer, cfg.data,
+                                                                         cfg.eval, cfg.seed).items()})
+        if is_main_process():
+            final_policy = unwrapped.policy
+            if s.lora.enabled:
+                final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
+            final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
+            tokenizer.save_pretrained(run_dir / "final")
     finish_run(run_dir, metrics_log, num_updates, "ppo", results)
     return results
 
@@ -296,4 +303,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

@@ -92,7 +92,10 @@ def shift_scores(rm, offset: float) -> None:
     """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring)."""
     import torch
 
-    w = rm.score.weight[0]
-    with torch.no_grad():
-        rm.transformer.ln_f.bias -= offset * w / w.dot(w)
+    from align.distributed import gathered
+
+    bias = rm.transformer.ln_f.bias
+    with gathered([bias, rm.score.weight]), torch.no_grad():
+        w = rm.score.weight[0]
+        bias -= offset * w / w.dot(w)
     rm.config.reward_offset = getattr(rm.config, "reward_offset", 0.0) + offset

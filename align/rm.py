@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
+from align.distributed import drop_launcher_arguments, main_process_first
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
@@ -46,7 +47,8 @@ def train(cfg: Config) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked first
-    ensure_prepared(cfg.data, [cfg.data.prefs_train, cfg.data.prefs_eval, s.normalize_on])
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.data.prefs_train, cfg.data.prefs_eval, s.normalize_on])
     train_pairs, train_report = read_records(cfg.data.prefs_train, "pair", cfg.data.on_bad_record)
     eval_pairs, eval_report = read_records(cfg.data.prefs_eval, "pair", cfg.data.on_bad_record)
     reference, _ = read_records(s.normalize_on, "sft", cfg.data.on_bad_record)
@@ -114,4 +116,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

@@ -20,12 +20,19 @@ PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "d
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
-    """Validate the config, then train; a UserError becomes one message on stderr and exit status 2."""
+    """Validate the config, join the launcher's processes, then train; a UserError becomes one message on stderr and
+    exit status 2."""
+    from align.distributed import join_processes, leave_processes
+
     try:
-        return train(load(cfg))
+        config = load(cfg)
+        join_processes(config.distributed)
+        results = train(config)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    leave_processes()
+    return results
 
 
 def is_main_process() -> bool:

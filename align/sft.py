@@ -5,7 +5,7 @@ to stop); user turns and padding are masked out of the loss. Built on TRL's SFTT
 
     python -m align.sft +experiment=tiny                 # offline, CPU, about a minute
     python -m align.sft +experiment=small                # gpt2 on Alpaca from the hub
-    accelerate launch -m align.sft +experiment=small     # several processes
+    accelerate launch --config_file conf/accelerate/zero2.yaml -m align.sft +experiment=small   # several GPUs
 
 Reads   cfg.data.sft_train / sft_eval (built on first use by data_prep), cfg.sft.init_from (hub name, directory, or
         null for a model built from cfg.model.scratch)
@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
+from align.distributed import drop_launcher_arguments, main_process_first
 from align.runs import MetricsLog, finish_run, run_stage, start_run
 from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
 
@@ -39,7 +40,8 @@ def train(cfg: Config) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: built on first use, every record checked before any model is loaded
-    ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
     train_records, train_report = read_records(cfg.data.sft_train, "sft", cfg.data.on_bad_record)
     eval_records, eval_report = read_records(cfg.data.sft_eval, "sft", cfg.data.on_bad_record)
 
@@ -84,4 +86,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

@@ -40,6 +40,8 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         report_to=["tensorboard"] if cfg.logger.tensorboard else [],
         dataloader_num_workers=s.dataloader_workers,
         gradient_checkpointing=s.gradient_checkpointing,  # TRL's configs turn it on unless told otherwise
+        # several processes: keep the process group align.distributed joined (a Trainer's own has no CPU backend)
+        accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
     )
 
 

@@ -1,0 +1,96 @@
+"""Several processes: what `accelerate launch` set up, and the few things the stages must do about it.
+
+`accelerate launch --config_file conf/accelerate/<ddp|zero2|zero3|zero3_offload>.yaml -m align.<stage> ...` starts
+the processes and hands each the layout in its environment (WORLD_SIZE, ACCELERATE_DEEPSPEED_ZERO_STAGE,
+ACCELERATE_MIXED_PRECISION, ...); conf/distributed/launcher.yaml reads it into the run's config, so
+config.resolved.yaml records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+
+from align.config import DistributedConfig
+from align.errors import UserError
+
+
+def drop_launcher_arguments() -> None:
+    """Remove `--local_rank=N` from the command line: DeepSpeed's multi-node launcher appends it, Hydra would reject
+    it, and the same number is in the LOCAL_RANK environment variable."""
+    sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("--local_rank", "--local-rank"))]
+
+
+def join_processes(dist: DistributedConfig) -> None:
+    """Join the process group before any Accelerator or Trainer is made, and leave Hydra's log file to the main process.
+
+    Without GPUs, accelerate gives DeepSpeed's processes no backend and then counts one process (DeepSpeed's batch
+    size check fails on every rank), and DDP needs to be told it runs on CPUs: naming gloo fixes both.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != dist.world_size:
+        raise UserError(f"distributed.world_size={dist.world_size} but the launcher started {launched} processes")
+    if launched == 1:
+        return
+    if int(os.environ.get("RANK", "0")) != 0:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+    import torch
+    from accelerate import PartialState
+
+    if torch.cuda.is_available():
+        PartialState()
+    else:
+        PartialState(cpu=dist.deepspeed_zero_stage == 0, backend="gloo")
+
+
+def main_process_first():
+    """A context in which the main process goes first (builds the data) and the others follow (find it built)."""
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
+@contextmanager
+def gathered(params: list):
+    """Under ZeRO-3, where every rank holds a shard of each weight: the full `params` inside the block, and what the
+    main process writes into them is kept. Anywhere else, the params as they are."""
+    if not any(hasattr(p, "ds_id") for p in params):  # DeepSpeed marks the parameters it partitions
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        yield
+
+
+def deepspeed_settings(accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
+    """Fill what DeepSpeed would take from a DataLoader or a Trainer, for a loop that has neither (PPO); under DeepSpeed
+    the engine clips gradients itself, inside accelerator.backward()."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config.update(train_micro_batch_size_per_gpu=micro_batch_size,
+                                       gradient_clipping=max_grad_norm)
+
+
+def prepare_frozen(model, accelerator):
+    """A model that only runs forward (the reference, the reward model), on the accelerator's device. Under ZeRO-3 it
+    was sharded as it loaded: it becomes a DeepSpeed inference engine that gathers each layer as it runs (TRL's)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        from trl.models.utils import prepare_deepspeed
+
+        return prepare_deepspeed(model, accelerator)
+    return model.to(accelerator.device)
+
+
+def leave_processes() -> None:
+    """Leave the process group on every rank (a ZeRO-3 run can otherwise abort at interpreter exit)."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

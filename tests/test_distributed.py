@@ -1,0 +1,223 @@
+"""Every stage under `accelerate launch` with the repo's launch configs, for real: 2 CPU processes over gloo.
+
+SFT and RM under ZeRO-2 and ZeRO-3, PPO under DDP, ZeRO-2 and ZeRO-3 (generation included), a few steps each on
+the tiny world. Different layouts of the same run must agree (weights, reduced metrics), the saved model loads in
+plain transformers like a one-process one, and a PPO run resumes exactly with the same number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, tiny_config
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+LAUNCH_TIMEOUT = 300  # seconds per launch; about 20-50 s each on 2 cores once DeepSpeed's op is built
+NORMALIZE_SAMPLES = 100
+SHORT = {
+    "sft": ["sft.max_steps=6", "sft.logging_steps=2", "sft.eval_steps=6", "sft.save_steps=3", "eval.num_prompts=20"],
+    "rm": ["rm.max_steps=6", "rm.logging_steps=2", "rm.eval_steps=6", "rm.save_steps=3",
+           f"rm.normalize_samples={NORMALIZE_SAMPLES}"],
+    "ppo": ["ppo.total_episodes=192", "ppo.save_every=1", "eval.num_prompts=20"],  # 3 updates of 2 x 32 episodes
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(config: str, stage: str, *overrides: str, env: dict) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file conf/accelerate/<config>.yaml -m align.<stage>` with 2 CPU processes, on a
+    port of its own; on a timeout the launcher and every rank are killed (they share a new process group)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"conf/accelerate/{config}.yaml",
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+               "-m", f"align.{stage}", "+experiment=tiny", *SHORT[stage], *overrides]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{config} {stage} did not finish in {LAUNCH_TIMEOUT} s:\n{stderr[-3000:]}")
+    assert process.returncode == 0, f"{config} {stage} failed:\n{stderr[-5000:]}"
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def launch_env() -> dict:
+    """The environment of every launch, after DeepSpeed's CPU communication op is compiled once (about a minute;
+    cached under TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, so later sessions skip it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "DS_ACCELERATOR": "cpu"}
+    build = ("from deepspeed.accelerator import get_accelerator; "
+             "get_accelerator().create_op_builder('ShareMemCommBuilder').load()")
+    subprocess.run([sys.executable, "-c", build], env=env, check=True, capture_output=True, timeout=600)
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_data_root):
+    """The runs root: SFT, RM and PPO under ZeRO-2 in tiny/, the runs of other layouts next to them."""
+    return tmp_path_factory.mktemp("distributed")
+
+
+def common(runs, tiny_data_root) -> list[str]:
+    return [f"paths.root={runs}", f"paths.data={tiny_data_root}"]
+
+
+@pytest.fixture(scope="module")
+def sft_zero2(runs, tiny_data_root, launch_env):
+    launch("zero2", "sft", *common(runs, tiny_data_root), env=launch_env)
+    return runs / "tiny" / "sft"
+
+
+@pytest.fixture(scope="module")
+def rm_zero2(sft_zero2, runs, tiny_data_root, launch_env):
+    launch("zero2", "rm", *common(runs, tiny_data_root), env=launch_env)
+    return runs / "tiny" / "rm"
+
+
+def recorded_layout(run_dir) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(run_dir / "config.resolved.yaml").distributed)
+
+
+def max_difference(a_dir, b_dir) -> float:
+    """Largest absolute difference between two saved models' weights (the names they share must be all of b's)."""
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
+    assert set(b) <= set(a)
+    return max((a[k] - b[k]).abs().max().item() for k in b)
+
+
+def test_sft_zero2_trains_records_its_layout_and_saves_a_plain_model(sft_zero2, tiny_data_root):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align.models import load_causal_lm, load_tokenizer
+
+    rows = [json.loads(line) for line in (sft_zero2 / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["sft/loss"] for r in rows if "sft/loss" in r]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert rows[-1]["sft/final/global_step"] == 6
+    assert recorded_layout(sft_zero2) == {"name": "launcher", "mixed_precision": "no", "world_size": 2,
+                                          "deepspeed_zero_stage": 2, "deepspeed_offload": "none"}
+    assert (sft_zero2 / "checkpoint-6").is_dir()
+
+    model = AutoModelForCausalLM.from_pretrained(sft_zero2 / "final")
+    tokenizer = AutoTokenizer.from_pretrained(sft_zero2 / "final")
+    cfg = tiny_config(f"paths.data={tiny_data_root}")
+    one_process = load_causal_lm(cfg.model, load_tokenizer(cfg.model), None, cfg.seed)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in one_process.state_dict().items()}
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # still tied
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "words 3"}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
+
+
+def test_sft_zero3_matches_zero2(sft_zero2, runs, tiny_data_root, launch_env):
+    root = runs / "sft-zero3"
+    launch("zero3", "sft", f"paths.root={root}", f"paths.data={tiny_data_root}", env=launch_env)
+    run_dir = root / "tiny" / "sft"
+    assert recorded_layout(run_dir)["deepspeed_zero_stage"] == 3
+    # the same batches in the same order: only the order of floating-point sums differs
+    assert max_difference(sft_zero2 / "final", run_dir / "final") < 1e-3
+
+
+def rm_mean_score_on_its_normalisation_set(rm_dir, data_root) -> float:
+    """The saved RM's mean score, loaded in plain transformers, on the demonstrations it was normalised on."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from align.data import read_records
+    from align.reward import score
+
+    cfg = tiny_config(f"paths.data={data_root}", stage="rm")
+    reference, _ = read_records(cfg.rm.normalize_on, "sft", "error")
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_dir / "final")
+    tokenizer = AutoTokenizer.from_pretrained(rm_dir / "final")
+    return score(rm, tokenizer, [r["messages"] for r in reference[:NORMALIZE_SAMPLES]]).mean().item()
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3"])
+def test_rm_trains_and_saves_a_normalised_model(config, rm_zero2, runs, tiny_data_root, launch_env):
+    rm_dir = rm_zero2
+    if config == "zero3":
+        rm_dir = runs / "rm-zero3"
+        launch("zero3", "rm", *common(runs, tiny_data_root), f"paths.rm={rm_dir}", env=launch_env)
+        assert max_difference(rm_zero2 / "final", rm_dir / "final") < 1e-3
+    assert recorded_layout(rm_dir)["deepspeed_zero_stage"] == int(config[-1])
+    evaluation = json.loads((rm_dir / "eval.json").read_text())
+    assert evaluation["pairs"] > 0 and 0 <= evaluation["accuracy"] <= 1
+    # the normalisation shift made it into the saved weights (under ZeRO-3 the layer it moves is sharded)
+    assert abs(rm_mean_score_on_its_normalisation_set(rm_dir, tiny_data_root)) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def ppo_run(rm_zero2, runs, tiny_data_root, launch_env):
+    """PPO from the ZeRO-2 SFT and RM under a launch config, run once per config; returns its run directory."""
+    done = {}
+
+    def run(config: str):
+        if config not in done:
+            launch(config, "ppo", *common(runs, tiny_data_root), f"variant={config}", env=launch_env)
+            done[config] = runs / "tiny" / f"ppo-{config}"
+        return done[config]
+
+    return run
+
+
+def update_rows(run_dir) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "objective/kl" in row]
+
+
+@pytest.mark.parametrize("config", ["ddp", "zero2", "zero3"])
+def test_ppo_under_each_layout_matches_ddp(config, ppo_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir = ppo_run(config)
+    layout = recorded_layout(run_dir)
+    assert layout["world_size"] == 2 and layout["deepspeed_zero_stage"] == {"ddp": 0, "zero2": 2, "zero3": 3}[config]
+    rows = update_rows(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["episodes"] == 3 * 2 * 32
+    assert rows[0]["objective/kl"] == pytest.approx(0, abs=1e-5)  # step 0: the policy is the reference
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["eval_ppo_eos_rate"] <= 1
+    # the final model: gathered from the shards under ZeRO-3, loadable as is, and the same as DDP's (metrics reduced
+    # over ranks the same way), up to the order of floating-point sums
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    reference = ppo_run("ddp")
+    assert max_difference(reference / "final", run_dir / "final") < 1e-5
+    for mine, ddp in zip(rows, update_rows(reference)):
+        for key in ("objective/score", "objective/kl", "policy/clipfrac", "value/loss", "rollout/response_tokens"):
+            assert mine[key] == pytest.approx(ddp[key], abs=1e-4), key
+
+
+def test_ppo_zero3_resumes_exactly_with_the_same_world_size(ppo_run, runs, tiny_data_root, launch_env):
+    """Two updates, then the same run asked for three: it resumes from checkpoint-2 (each rank its own shards and RNG)
+    and ends with the same weights, bit for bit, as the run that did three in one go."""
+    straight = ppo_run("zero3")
+    args = (*common(runs, tiny_data_root), "variant=resumed")
+    launch("zero3", "ppo", *args, "ppo.total_episodes=128", env=launch_env)
+    checkpoint = runs / "tiny" / "ppo-resumed" / "checkpoint-2"
+    assert sorted(p.name for p in checkpoint.glob("loop-rank*.pt")) == ["loop-rank0.pt", "loop-rank1.pt"]
+    resumed = launch("zero3", "ppo", *args, env=launch_env)
+    assert f"resuming from {checkpoint}" in resumed.stdout
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(runs / "tiny" / "ppo-resumed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["objective/kl"] for r in update_rows(runs / "tiny" / "ppo-resumed")] == [
+        r["objective/kl"] for r in update_rows(straight)]

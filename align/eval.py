@@ -26,6 +26,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.config import Config
+from align.distributed import drop_launcher_arguments, main_process_first
 from align.errors import UserError
 from align.runs import is_main_process, run_stage, start_run
 
@@ -63,7 +64,8 @@ def evaluate(cfg: Config) -> dict:
     run_dir = Path(cfg.paths.eval)
     start_run(run_dir, cfg)
 
-    ensure_prepared(cfg.data, [cfg.data.prompts_eval])
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.data.prompts_eval])
     records, _ = read_records(cfg.data.prompts_eval, "prompt", cfg.data.on_bad_record)
     reference_path = models[e.reference]
     tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
@@ -154,4 +156,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from align.config import Config
+from align.distributed import drop_launcher_arguments
 from align.errors import UserError
 from align.runs import is_main_process, run_stage
 
@@ -129,4 +130,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    drop_launcher_arguments()
     main()

@@ -10,9 +10,9 @@ one at a time. Everything else happens here, the same for every source:
 - a record with a user turn that is one of the evaluation prompts of the sources named in `decontaminate` is dropped;
 - `eval_size` records of each kind are held out (seeded shuffle), or all of them for an evaluation set (-1).
 
-A bad record is dropped and counted by reason in the manifest (the first few with `file:line: field: problem`), or,
-with `data.strict`, stops the build at the first one with that message. Outputs are a deterministic function of the
-inputs: re-running gives byte-identical files.
+A bad record is dropped and counted by reason in the manifest (the first few quoted as `file:line: field: problem`,
+every one in dropped.jsonl), or, with `data.strict`, stops the build at the first one with that message. Outputs are
+a deterministic function of the inputs: re-running gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from data_prep.writing import write_jsonl
 
 FILE_PREFIX = {"sft": "sft", "pair": "prefs", "prompt": "prompts", "text": "ptx"}  # contract kind -> file name
 EXAMPLES = 5  # dropped records quoted in full in the manifest
+DROPPED = "dropped.jsonl"  # every dropped record: line, field, problem, reason
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ def each_record(to_contracts: Callable[[dict], list[tuple[str, dict]]]):
     return convert_rows
 
 
+SHAREGPT_ARTIFACT = re.compile(r"^\s*(?:\d+ / \d+|#\d+\.)")  # "2 / 2" or "#2. " pasted before a ShareGPT prompt
+
+
 def prompt_key(text: str) -> str:
-    """What makes two prompts the same for decontamination: case, whitespace and ShareGPT's '2 / 2' prefix ignored."""
-    return " ".join(re.sub(r"^\s*\d+ / \d+", "", text).casefold().split())
+    """What makes two prompts the same for decontamination: case, whitespace and ShareGPT's prefixes ignored."""
+    return " ".join(SHAREGPT_ARTIFACT.sub("", text).casefold().split())
 
 
 def user_texts(kind: str, record: dict) -> list[str]:
@@ -124,15 +128,14 @@ def build(module, name: str, source, strict: bool, out_dir: Path, eval_prompts: 
     """
     data = read_source(source.source or module.HUB, source.split)
     kept: dict[str, list[dict]] = {kind: [] for kind in FILE_PREFIX}
-    dropped, examples, seen = Counter(), [], set()
+    dropped, every_drop, seen = Counter(), [], set()
 
     def drop(item: Dropped) -> None:
         message = f"{data.where(item.line)}: {item.field}: {item.problem}"
         if strict:
             raise UserError(f"bad record in data.sources.{name}: {message} (data.strict=false drops such records)")
         dropped[item.reason] += 1
-        if len(examples) < EXAMPLES:
-            examples.append(message)
+        every_drop.append({"line": item.line, "field": item.field, "problem": item.problem, "reason": item.reason})
 
     rows = tqdm(data.rows, desc=name, unit=" records", disable=None, leave=False)
     for item in module.convert_rows(rows):
@@ -163,7 +166,9 @@ def build(module, name: str, source, strict: bool, out_dir: Path, eval_prompts: 
         if records:
             out.update(write_splits(out_dir, kind, records, source.eval_size, data.name))
     if not out:
-        raise UserError(f"{data.name}: no usable records (dropped: {dict(dropped)}; first: {examples})")
+        raise UserError(f"{data.name}: no usable records (dropped: {dict(dropped)}; first: {every_drop[:EXAMPLES]})")
+    write_jsonl(out_dir / DROPPED, every_drop)
+    examples = [f"{data.where(d['line'])}: {d['field']}: {d['problem']}" for d in every_drop[:EXAMPLES]]
     return {"input": data.origin, "license": module.LICENSE,
             "counts": {"in": len(data.rows), "out": out, "dropped": dict(sorted(dropped.items()))},
             "dropped_examples": examples}

@@ -133,7 +133,7 @@ def build(module, name: str, source, strict: bool, out_dir: Path, eval_prompts: 
     def drop(item: Dropped) -> None:
         message = f"{data.where(item.line)}: {item.field}: {item.problem}"
         if strict:
-            raise UserError(f"bad record in data.sources.{name}: {message} (data.strict=false drops such records)")
+            raise UserError(f"bad record: {message} (strict mode; without it such records are dropped and counted)")
         dropped[item.reason] += 1
         every_drop.append({"line": item.line, "field": item.field, "problem": item.problem, "reason": item.reason})
 

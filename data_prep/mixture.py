@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from tqdm import tqdm
+
 from align.config import DataConfig
 from align.data import read_records
 from align.errors import UserError
@@ -64,7 +66,8 @@ def build_mixture(name: str, data: DataConfig, out_dir: Path) -> dict:
         own = mixture.tokenizer_vocab_size is not None and data.tokenizer is not None and \
             Path(data.tokenizer).resolve() == (Path(data.dir) / name / "tokenizer").resolve()
         count = token_counter(str(out_dir / "tokenizer") if own else data.tokenizer, kind)
-        fits = [count(record) <= mixture.max_tokens for _, record in mixed]
+        fits = [count(record) <= mixture.max_tokens
+                for _, record in tqdm(mixed, desc=f"{name}: tokens", unit=" records", disable=None, leave=False)]
         too_long.update(part for (part, _), ok in zip(mixed, fits) if not ok)
         mixed = [pair for pair, ok in zip(mixed, fits) if ok]
     if not mixed:

@@ -133,3 +133,16 @@ def test_rebuilding_gives_byte_identical_files(tmp_path):
     # weights: hh_rlhf 1.0 x 1457 training pairs, stack_exchange 2.0 x 20
     assert mixture["counts"] == {"in": {"hh_rlhf": 1457, "stack_exchange": 40},
                                  "out": {"prefs.train.jsonl": 1497}, "dropped": {}}
+
+
+def test_command_line_builds_a_source_and_prints_the_summary(tmp_path):
+    from conftest import run_module
+
+    hh = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
+    result = run_module("data_prep", "hh_rlhf", str(hh), "--out", str(tmp_path / "hh"), "--eval-size", "100")
+    assert result.returncode == 0, result.stderr[-2000:]
+    header, row = result.stdout.splitlines()
+    assert row.split()[:2] == ["hh", "1600"] and "speaker_marker_in_text 36" in row
+    strict = run_module("data_prep", "hh_rlhf", str(hh), "--out", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 2 and f"{hh}:30: prompt: " in strict.stderr
+    assert not (tmp_path / "strict").exists()

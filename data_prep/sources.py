@@ -60,7 +60,7 @@ def parse_local(path: Path, raw: bytes) -> list[Row]:
         path = path.with_suffix("")
     if path.suffix == ".txt":
         return text_documents(decode(path, raw))
-    if raw.lstrip().startswith(b"["):
+    if path.suffix != ".jsonl" and raw.lstrip().startswith(b"["):  # a .json file holds an array or JSON Lines
         return json_array(path, decode(path, raw))
     return json_lines(raw)
 

@@ -49,8 +49,10 @@ def read_source(source: str, split: str) -> Source:
     import datasets
     from huggingface_hub import HfApi
 
-    revision = HfApi().dataset_info(source).sha
-    rows = [Row(i, record) for i, record in enumerate(datasets.load_dataset(source, split=split, revision=revision), 1)]
+    name, _, config = source.partition(":")  # "owner/name:config" for a dataset with several configs
+    revision = HfApi().dataset_info(name).sha
+    hub = datasets.load_dataset(name, config or None, split=split, revision=revision)
+    rows = [Row(i, record) for i, record in enumerate(hub, start=1)]
     return Source(source, rows, {"source": source, "split": split, "revision": revision})
 
 

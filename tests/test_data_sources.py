@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import SHARED_DATA, tiny_config
+from conftest import CONF, SHARED_DATA, tiny_config
 
 from align.errors import UserError
 from data_prep import eval_prompts, self_instruct
@@ -146,3 +146,18 @@ def test_command_line_builds_a_source_and_prints_the_summary(tmp_path):
     strict = run_module("data_prep", "hh_rlhf", str(hh), "--out", str(tmp_path / "strict"), "--strict")
     assert strict.returncode == 2 and f"{hh}:30: prompt: " in strict.stderr
     assert not (tmp_path / "strict").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
+def test_every_recipe_names_modules_and_sources_that_exist(recipe):
+    import importlib
+
+    data = tiny_config(f"data={recipe}").data
+    for source in data.sources.values():
+        module = importlib.import_module(f"data_prep.{source.prepare}")
+        assert hasattr(module, "prepare") or (module.LICENSE and module.HUB and callable(module.convert_rows))
+        assert set(source.decontaminate) <= set(data.sources)
+    for mixture in data.mixtures.values():
+        assert set(mixture.parts) <= set(data.sources) and mixture.parts
+    for file in (data.sft_train, data.prefs_train, data.prompts_train):
+        assert Path(file).parent.name in [*data.sources, *data.mixtures]

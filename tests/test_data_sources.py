@@ -161,3 +161,26 @@ def test_every_recipe_names_modules_and_sources_that_exist(recipe):
         assert set(mixture.parts) <= set(data.sources) and mixture.parts
     for file in (data.sft_train, data.prefs_train, data.prompts_train):
         assert Path(file).parent.name in [*data.sources, *data.mixtures]
+
+
+def test_mixture_drops_records_over_max_tokens_counted_in_the_target_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+
+    from align.tokens import add_chat_tokens
+
+    weights = ("data.mixtures.sft_train.parts.dolly=0.5", "data.mixtures.sft_train.parts.lima=0",
+               "data.mixtures.sft_train.parts.self_instruct=0")
+    data = slices_config(tmp_path, *weights,
+                         "data.mixtures.sft_train.tokenizer_vocab_size=400",
+                         "data.mixtures.sft_train.max_tokens=150").data
+    ensure_prepared(data, [data.sft_train])
+    directory = Path(data.dir) / "sft_train"
+    counts = json.loads((directory / "manifest.json").read_text())["counts"]
+    # dolly's 136 training demonstrations at weight 0.5
+    assert counts["in"] == {"dolly": 68, "lima": 0, "alpaca": 90, "self_instruct": 0}
+    tokenizer = add_chat_tokens(AutoTokenizer.from_pretrained(directory / "tokenizer"))
+    kept = read(directory / "sft.train.jsonl")
+    lengths = [len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in kept]
+    assert max(lengths) <= 150
+    too_long = counts["dropped"]["too_long"]
+    assert sum(too_long.values()) > 0 and len(kept) + sum(too_long.values()) == 90 + 68

@@ -59,7 +59,7 @@ def build_one(args) -> Path:
     recipe = {"prepare": args.module, "source": args.input, "split": args.split, "eval_size": args.eval_size,
               "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1)}
     return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
-                                                           eval_prompts))
+                                                           eval_prompts), args.module)
 
 
 def build_recipe(recipe: str, overrides: list[str]) -> dict[str, Path]:

@@ -42,9 +42,14 @@ def build(name: str, data: DataConfig) -> Path:
     """The directory of source or mixture `name`, built (with what it needs) unless it is already there."""
     if name in data.sources:
         source = data.sources[name]
+        if name in source.decontaminate:
+            raise UserError(f"data.sources.{name}.decontaminate names the source itself")
         against = {other: digest(build(other, data) / "prompts.eval.jsonl") for other in source.decontaminate}
-        wanted = {**recipe(source, data), "decontaminated_against": against}
-        return build_dir(Path(data.dir) / name, wanted, lambda tmp: build_source(name, source, data, tmp))
+        local = Path(source.source) if source.source is not None and Path(source.source).is_file() else None
+        wanted = {**recipe(source, data), "decontaminated_against": against,
+                  "input_sha256": digest(local) if local else None}  # a changed local file is noticed, never reused
+        return build_dir(Path(data.dir) / name, wanted, lambda tmp: build_source(name, source, data, tmp),
+                         f"data.sources.{name} ({source.prepare})")
     if name in data.mixtures:
         from data_prep.mixture import build_mixture, mixture_recipe
 
@@ -53,7 +58,8 @@ def build(name: str, data: DataConfig) -> Path:
         tokenizer_home = Path(data.tokenizer).parent.name if data.tokenizer else None
         if data.mixtures[name].max_tokens is not None and tokenizer_home in data.mixtures and tokenizer_home != name:
             build(tokenizer_home, data)
-        return build_dir(Path(data.dir) / name, mixture_recipe(name, data), lambda tmp: build_mixture(name, data, tmp))
+        return build_dir(Path(data.dir) / name, mixture_recipe(name, data), lambda tmp: build_mixture(name, data, tmp),
+                         f"data.mixtures.{name}")
     raise UserError(f"data: {name!r} is neither a source nor a mixture of data.{data.name} "
                     f"(sources: {list(data.sources)}, mixtures: {list(data.mixtures)})")
 
@@ -86,7 +92,7 @@ def evaluation_prompts(directory: Path, name: str) -> dict[str, str]:
     return {prompt_key(m["content"]): name for r in records for m in r["prompt"] if m["role"] == "user"}
 
 
-def build_dir(out_dir: Path, wanted_recipe: dict, make) -> Path:
+def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str) -> Path:
     """out_dir, made by `make(tmp_dir) -> report` unless a manifest says it is already built from this recipe."""
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
@@ -103,7 +109,7 @@ def build_dir(out_dir: Path, wanted_recipe: dict, make) -> Path:
         report = make(tmp_dir)
     except UserError as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise UserError(f"data.{out_dir.name}: {error}") from None
+        raise UserError(f"{label}: {error}") from None
     files = {p.name: digest(p) for p in sorted(tmp_dir.glob("*.jsonl"))}
     manifest = {"recipe": wanted_recipe, **report, "sha256": files}
     (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

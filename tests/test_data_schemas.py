@@ -114,3 +114,20 @@ def test_dolly_original_layout(tmp_path):
                {"instruction": "Say hi.", "context": "", "response": "Hi.", "category": "open_qa"}]
     _, files = run(dolly, tmp_path, records)
     assert sorted(d["messages"][0]["content"] for d in files["sft.train.jsonl"]) == ["Say hi.", "Summarise.\n\nA text."]
+
+
+def test_plain_text_documents_for_ptx(tmp_path):
+    """A real text file (Alpaca's CC BY-NC 4.0 license text) as pretraining text: one document per blank-line block.
+
+    Hand check: re.split(r"\\n[ \\t]*\\n", text) gives 82 non-blank blocks, 80 of them distinct.
+    """
+    from conftest import SHARED_DATA
+
+    from data_prep import plain_text
+
+    path = tmp_path / "license.txt"
+    path.write_text((SHARED_DATA / "alpaca_first100" / "DATA_LICENSE.alpaca").read_text())
+    (tmp_path / "out").mkdir()
+    source = SimpleNamespace(source=str(path), split="train", eval_size=0)
+    counts = build(plain_text, "ptx", source, False, tmp_path / "out", {})["counts"]
+    assert counts == {"in": 82, "out": {"ptx.train.jsonl": 80}, "dropped": {"duplicate": 2}}

@@ -56,9 +56,21 @@ class WorldConfig:
 class SourceConfig:
     """One dataset turned into contract files by a data_prep module, in its own directory data.dir/<name>."""
 
-    prepare: str  # data_prep module that builds the files (tiny_world, alpaca, hh_rlhf, ...)
-    source: str | None  # hub dataset name or local file the module reads (None: generated)
-    eval_size: int  # records held out for evaluation
+    prepare: str  # data_prep module that builds the files (tiny_world, alpaca, hh_rlhf, dolly, oasst1, ...)
+    source: str | None  # hub dataset name or local file (JSON, JSONL, .gz, .txt) the module reads (None: generated)
+    split: str  # split of a hub dataset to read (a local file is read whole)
+    eval_size: int  # records of each kind held out for evaluation; -1: all (an evaluation set)
+    decontaminate: list[str]  # sources whose evaluation prompts are removed from this source's output
+
+
+@dataclass
+class MixtureConfig:
+    """One contract file a stage reads, mixed from the same file of several sources: data.dir/<name>/<file>."""
+
+    file: str  # the file each part contributes, e.g. sft.train.jsonl
+    parts: dict[str, float]  # source -> weight: how often its records are taken (1.5: all once and a seeded half)
+    max_tokens: int | None  # records longer than this in data.tokenizer's tokens are dropped (and counted)
+    tokenizer_vocab_size: int | None  # train a byte-level BPE on this mixture into <name>/tokenizer (scratch models)
 
 
 @dataclass
@@ -66,6 +78,9 @@ class DataConfig:
     name: str
     dir: str  # prepared files live in dir/<source name>/
     sources: dict[str, SourceConfig]  # built on first use, in order
+    mixtures: dict[str, MixtureConfig]  # files mixed from several sources, built on first use
+    tokenizer: str | None  # the tokenizer max_tokens counts in (hub name or directory); model=tiny uses it too
+    strict: bool  # data_prep stops at the first bad source record (file:line: field) instead of dropping it
     world: WorldConfig | None  # options of the tiny world generator; None for other data
     sft_train: str | None  # SFT demonstrations {"messages": [...]}
     sft_eval: str | None

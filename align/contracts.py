@@ -8,6 +8,8 @@ from __future__ import annotations
 
 Problem = tuple[str, str] | None
 ROLES = ("system", "user", "assistant")
+EMPTY = "is empty or whitespace"
+OUT_OF_ORDER = "out of order"
 
 
 def check_messages(messages, field: str, last_role: str | None) -> Problem:
@@ -25,14 +27,14 @@ def check_messages(messages, field: str, last_role: str | None) -> Problem:
         if not isinstance(content, str):
             return f"{where}.content", f"must be a string, got {type(content).__name__}"
         if not content.strip():
-            return f"{where}.content", "is empty or whitespace"
+            return f"{where}.content", EMPTY
         if role == "system" and i == 0:
             continue
         if role != expected:
-            return f"{where}.role", f"expected {expected!r} (turns alternate user/assistant), got {role!r}"
+            return f"{where}.role", f"{OUT_OF_ORDER}: expected {expected!r} (user/assistant alternate), got {role!r}"
         expected = "assistant" if role == "user" else "user"
     if last_role is not None and messages[-1]["role"] != last_role:
-        return f"{field}[{len(messages) - 1}].role", f"the last turn must be {last_role!r}"
+        return f"{field}[{len(messages) - 1}].role", f"{OUT_OF_ORDER}: the last turn must be {last_role!r}"
     return None
 
 
@@ -66,8 +68,14 @@ def check_text(record: dict) -> Problem:
     if not isinstance(text, str):
         return "text", f"must be a string, got {type(text).__name__}"
     if not text.strip():
-        return "text", "is empty or whitespace"
+        return "text", EMPTY
     return None
+
+
+def reason(problem: tuple[str, str]) -> str:
+    """The category a problem is counted under in a data_prep manifest: empty_content, role_order or schema."""
+    what = problem[1]
+    return "empty_content" if what == EMPTY else "role_order" if what.startswith(OUT_OF_ORDER) else "schema"
 
 
 CHECKS = {"sft": check_sft, "pair": check_pair, "prompt": check_prompt, "text": check_text}

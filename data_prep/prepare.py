@@ -1,8 +1,10 @@
 """Build the contract files a stage needs on first use: `ensure_prepared(cfg.data, [cfg.data.sft_train, ...])`.
 
-Each source of a data config is built by its data_prep module into its own directory, data.dir/<source name>, first
-under a temporary name and then renamed into place with a manifest, so an interrupted build never leaves a directory
-that looks finished. A directory built from another recipe is never silently reused.
+Each source of a data config is built by its data_prep module into its own directory, data.dir/<source name>, and
+each mixture into data.dir/<mixture name>, first under a temporary name and then renamed into place with a manifest,
+so an interrupted build never leaves a directory that looks finished. What a directory needs is built first (the parts
+of a mixture, the evaluation sets a source is decontaminated against, the tokenizer lengths are counted in). A
+directory built from another recipe is never silently reused.
 """
 
 from __future__ import annotations
@@ -29,34 +31,87 @@ def recipe(source: SourceConfig, data: DataConfig) -> dict:
 
 
 def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:
-    """Build every source that one of `files` lives in and that is not built yet."""
+    """Build every source or mixture that one of `files` lives in and that is not built yet."""
     wanted = {Path(f).resolve().parent for f in files if f is not None}
-    for name, source in data.sources.items():
-        out_dir = Path(data.dir) / name
-        if out_dir.resolve() in wanted:
-            build_source(name, source, data, out_dir)
+    for name in [*data.sources, *data.mixtures]:
+        if (Path(data.dir) / name).resolve() in wanted:
+            build(name, data)
 
 
-def build_source(name: str, source: SourceConfig, data: DataConfig, out_dir: Path) -> Path:
+def build(name: str, data: DataConfig) -> Path:
+    """The directory of source or mixture `name`, built (with what it needs) unless it is already there."""
+    if name in data.sources:
+        source = data.sources[name]
+        if name in source.decontaminate:
+            raise UserError(f"data.sources.{name}.decontaminate names the source itself")
+        against = {other: digest(build(other, data) / "prompts.eval.jsonl") for other in source.decontaminate}
+        local = Path(source.source) if source.source is not None and Path(source.source).is_file() else None
+        wanted = {**recipe(source, data), "decontaminated_against": against,
+                  "input_sha256": digest(local) if local else None}  # a changed local file is noticed, never reused
+        return build_dir(Path(data.dir) / name, wanted, lambda tmp: build_source(name, source, data, tmp),
+                         f"data.sources.{name} ({source.prepare})")
+    if name in data.mixtures:
+        from data_prep.mixture import build_mixture, mixture_recipe
+
+        for part in data.mixtures[name].parts:
+            build(part, data)
+        tokenizer_home = Path(data.tokenizer).parent.name if data.tokenizer else None
+        if data.mixtures[name].max_tokens is not None and tokenizer_home in data.mixtures and tokenizer_home != name:
+            build(tokenizer_home, data)
+        return build_dir(Path(data.dir) / name, mixture_recipe(name, data), lambda tmp: build_mixture(name, data, tmp),
+                         f"data.mixtures.{name}")
+    raise UserError(f"data: {name!r} is neither a source nor a mixture of data.{data.name} "
+                    f"(sources: {list(data.sources)}, mixtures: {list(data.mixtures)})")
+
+
+def build_source(name: str, source: SourceConfig, data: DataConfig, out_dir: Path) -> dict:
+    module = importlib.import_module(f"data_prep.{source.prepare}")
+    if hasattr(module, "prepare"):  # generated data (the tiny world): the module builds everything itself
+        return {"counts": module.prepare(source, data, out_dir)}
+    from data_prep.convert import build as convert
+
+    eval_prompts = {}
+    for other in source.decontaminate:
+        eval_prompts.update(evaluation_prompts(Path(data.dir) / other, other))
+    return convert(module, name, source, data.strict, out_dir, eval_prompts)
+
+
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def evaluation_prompts(directory: Path, name: str) -> dict[str, str]:
+    """prompt_key -> source name for every user turn of a built source's evaluation prompts."""
+    from data_prep.convert import prompt_key
+
+    path = directory / "prompts.eval.jsonl"
+    if not path.is_file():
+        raise UserError(f"data.sources.{name} has no evaluation prompts ({path}) to decontaminate against")
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    return {prompt_key(m["content"]): name for r in records for m in r["prompt"] if m["role"] == "user"}
+
+
+def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str) -> Path:
+    """out_dir, made by `make(tmp_dir) -> report` unless a manifest says it is already built from this recipe."""
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
         built_from = json.loads(manifest_path.read_text())["recipe"]
-        if built_from != recipe(source, data):
+        if built_from != wanted_recipe:
             raise UserError(f"{out_dir} was prepared from another recipe ({built_from}); delete it or set data.dir")
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         return out_dir  # files without a manifest: the user's own data, used as they are
-    module = importlib.import_module(f"data_prep.{source.prepare}")
     tmp_dir = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
-        counts = module.prepare(source, data, tmp_dir)
+        report = make(tmp_dir)
     except UserError as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise UserError(f"data.sources.{name} ({source.prepare}): {error}") from None
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_dir.glob("*.jsonl"))}
-    manifest = {"recipe": recipe(source, data), "counts": counts, "sha256": files}
+        raise UserError(f"{label}: {error}") from None
+    files = {p.name: digest(p) for p in sorted(tmp_dir.glob("*.jsonl"))}
+    manifest = {"recipe": wanted_recipe, **report, "sha256": files}
     (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if out_dir.exists():
         out_dir.rmdir()  # empty (checked above)

@@ -6,6 +6,10 @@ import json
 import os
 from pathlib import Path
 
+# Line breaks to str.splitlines() that json.dumps leaves raw (it escapes those below U+0020); escaped so that any
+# reader sees one record a line. They only occur inside JSON strings, where the escape means the same character.
+LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """One JSON object a line, UTF-8, written to a temporary name and renamed so a kill never leaves half a file."""
@@ -13,5 +17,5 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(record, ensure_ascii=False).translate(LINE_BREAKS) + "\n")
     os.replace(tmp, path)

@@ -9,6 +9,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from data_prep import hh_rlhf
+from data_prep.convert import Bad, build
 
 SLICE = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
 
@@ -16,21 +17,22 @@ SLICE = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("hh")
-    counts = hh_rlhf.prepare(SimpleNamespace(source=str(SLICE), eval_size=200), None, out)
-    return out, counts
+    source = SimpleNamespace(source=str(SLICE), split="train", eval_size=200)
+    return out, build(hh_rlhf, "hh_rlhf", source, False, out, {})["counts"]
 
 
 def test_counts_match_the_hand_checked_slice(prepared):
     _, counts = prepared
-    # Checked by reading the records: lines 87, 517, 926, 1104 end on an empty chosen reply; 668, 764, 1320 have two
-    # user or two assistant turns in a row in the prompt; 1255's prompts differ between chosen and rejected;
-    # 35 records (30, 106, 141, ..., 1595) have a reply that goes on with "Human: ..." or "Assistant: ...".
-    assert counts["read"] == 1600
-    assert counts["dropped_empty_or_missing_chosen_reply"] == 4
-    assert counts["dropped_bad_prompt_turns"] == 3
-    assert counts["dropped_prompt_mismatch"] == 1
-    assert counts["dropped_speaker_marker_in_text"] == 35
-    assert counts["prefs.train"] + counts["prefs.eval"] == 1557 and counts["prefs.eval"] == 200
+    # Checked independently of this module (python: split each transcript at its last "\n\nAssistant:", compare the
+    # prefixes, then look for markers, speaker order, empty turns, in that order): line 1255's prefixes differ; 36
+    # records (30, 106, 141, 147, 198, ...) have a turn that goes on with "Human:" or "Assistant:" (line 30's is in
+    # the prompt); lines 764 and 1320 have two user or two assistant turns in a row; lines 87, 517, 926 and 1104 end
+    # on an empty chosen reply. 1600 - 1 - 36 - 2 - 4 = 1557 pairs.
+    assert counts["in"] == 1600
+    assert counts["dropped"] == {"prompt_mismatch": 1, "speaker_marker_in_text": 36, "role_order": 2,
+                                 "empty_content": 4}
+    assert counts["out"]["prefs.train.jsonl"] + counts["out"]["prefs.eval.jsonl"] == 1557
+    assert counts["out"]["prefs.eval.jsonl"] == 200
 
 
 def test_no_transcript_markers_leak_and_turns_alternate(prepared):
@@ -49,8 +51,12 @@ def test_no_transcript_markers_leak_and_turns_alternate(prepared):
 
 def test_parse_transcript_by_hand():
     text = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant: See you"
-    assert hh_rlhf.parse_transcript(text) == [
+    assert hh_rlhf.parse_transcript(text, "chosen") == [
         {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you"}]
-    assert hh_rlhf.to_pair({"chosen": text, "rejected": text.replace("Bye", "Later")}) == (None, "prompt_mismatch")
-    assert hh_rlhf.to_pair({"chosen": 3, "rejected": text}) == (None, "not_a_transcript")
+    with pytest.raises(Bad) as bad:
+        hh_rlhf.to_contracts({"chosen": text, "rejected": text.replace("Bye", "Later")})
+    assert bad.value.reason == "prompt_mismatch"
+    with pytest.raises(Bad) as bad:
+        hh_rlhf.to_contracts({"chosen": 3, "rejected": text})
+    assert bad.value.field == "chosen"

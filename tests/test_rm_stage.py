@@ -53,11 +53,11 @@ def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from align.tokens import train_tiny_tokenizer
-    from data_prep.sources import read_local
+    from data_prep.sources import read_source
 
     hh = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
     model_dir = tmp_path / "gpt2-local"
-    texts = [r["chosen"] for r in read_local(hh)[:400]]
+    texts = [row.record["chosen"] for row in read_source(str(hh), "train").rows[:400]]
     train_tiny_tokenizer(texts, 2000, model_dir)
     GPT2LMHeadModel(GPT2Config(vocab_size=2000, n_layer=2, n_embd=64, n_head=2, n_positions=512)).save_pretrained(
         model_dir)
@@ -70,7 +70,7 @@ def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
                         "rm.grad_accum=1", "rm.max_length=512", "rm.eval_steps=1000", "rm.lr=1e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "hh_rlhf" / "manifest.json").read_text())
-    assert manifest["counts"]["dropped_prompt_mismatch"] == 1  # reported, not crashed on
+    assert manifest["counts"]["dropped"]["prompt_mismatch"] == 1  # reported, not crashed on
     evaluation = json.loads((tmp_path / "small" / "rm" / "eval.json").read_text())
     print(f"HH slice, tiny RM, 20 steps: accuracy {evaluation['accuracy']:.3f} vs longer-wins "
           f"{evaluation['longer_wins_accuracy']:.3f} on {evaluation['pairs']} pairs")

@@ -117,5 +117,5 @@ def test_small_runs_on_local_copies_of_model_and_data(tmp_path):
                         "sft.max_steps=3", "sft.batch_size=4", "sft.max_length=256", "eval.max_new_tokens=8")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "alpaca" / "manifest.json").read_text())
-    assert manifest["counts"]["sft.train"] == 90 and manifest["counts"]["sft.eval"] == 10
+    assert manifest["counts"]["out"] == {"sft.train.jsonl": 90, "sft.eval.jsonl": 10}
     assert (tmp_path / "small" / "sft" / "final" / "model.safetensors").exists()

@@ -1,0 +1,95 @@
+"""Build contract files from the command line, with a progress bar and a summary table.
+
+    python -m data_prep dolly /data/databricks-dolly-15k.jsonl --out data/dolly --eval-size 500
+    python -m data_prep hh_rlhf Anthropic/hh-rlhf --split test --out data/hh --strict
+    python -m data_prep lima lima.json --out data/lima --decontaminate data/alpaca_eval
+    python -m data_prep --recipe slices                      # every source and mixture of conf/data/slices.yaml
+    python -m data_prep --recipe slices paths.data=/tmp/d    # ... with any config override
+
+A source module is any of data_prep's (alpaca, dolly, lima, oasst1, ...); the input is a local file or a hub name.
+Each output directory gets a manifest.json (input sha256 or hub revision, license, counts in and out, drops by
+reason) and dropped.jsonl (every dropped record with its line, field and problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from align.errors import UserError
+from data_prep.prepare import MANIFEST, build, build_dir, evaluation_prompts
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("module", nargs="?", help="data_prep module of the source: alpaca, dolly, lima, oasst1, ...")
+    parser.add_argument("input", nargs="?", help="local file (JSON, JSONL, .gz, .txt) or hub dataset name")
+    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--split", default="train", help="hub split to read")
+    parser.add_argument("--eval-size", type=int, default=0, help="records of each kind held out; -1: all")
+    parser.add_argument("--decontaminate", type=Path, nargs="*", default=[],
+                        help="built evaluation-set directories whose prompts are removed from this source")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad record (file:line: field)")
+    parser.add_argument("--recipe", help="a conf/data recipe: build all its sources and mixtures")
+    args, overrides = parser.parse_known_args(argv)
+    if args.recipe:
+        built = build_recipe(args.recipe, overrides)
+    elif args.module and args.input and args.out and not overrides:
+        built = {args.out.name: build_one(args)}
+    else:
+        parser.error("give MODULE INPUT --out DIR, or --recipe NAME [overrides]")
+    print(summary_table({name: json.loads((path / MANIFEST).read_text()) for name, path in built.items()}))
+
+
+def build_one(args) -> Path:
+    from types import SimpleNamespace
+
+    from data_prep.convert import build as convert
+
+    module = importlib.import_module(f"data_prep.{args.module}")
+    source = SimpleNamespace(source=args.input, split=args.split, eval_size=args.eval_size)
+    eval_prompts = {}
+    for directory in args.decontaminate:
+        eval_prompts.update(evaluation_prompts(directory, directory.name))
+    recipe = {"prepare": args.module, "source": args.input, "split": args.split, "eval_size": args.eval_size,
+              "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1)}
+    return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
+                                                           eval_prompts), args.module)
+
+
+def build_recipe(recipe: str, overrides: list[str]) -> dict[str, Path]:
+    from hydra import compose, initialize_config_dir
+
+    from align.config import load
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="data_prep"):
+        data = load(compose(config_name="config", overrides=[f"data={recipe}", *overrides])).data
+    return {name: build(name, data) for name in [*data.sources, *data.mixtures]}
+
+
+def summary_table(manifests: dict[str, dict]) -> str:
+    rows = [("", "in", "out", "dropped")]
+    for name, manifest in manifests.items():
+        counts = manifest["counts"]
+        n_in = counts.get("in", "")
+        n_in = sum(n_in.values()) if isinstance(n_in, dict) else n_in  # a mixture counts what each part gave
+        dropped = {reason: sum(n.values()) if isinstance(n, dict) else n
+                   for reason, n in counts.get("dropped", {}).items()}
+        rows.append((name, str(n_in), ", ".join(f"{file.removesuffix('.jsonl')} {n}" for file, n in
+                                                counts.get("out", counts).items() if isinstance(n, int)),
+                     ", ".join(f"{reason} {n}" for reason, n in dropped.items()) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

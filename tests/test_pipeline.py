@@ -41,15 +41,14 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
     """The README's main job. Measured on three seeds (eval.json, 200 held-out prompts, sampled at T 0.8):
-    gold base 0.000 / 0.000 / 0.002, SFT 0.640 / 0.651 / 0.578, PPO 0.682 / 0.661 / 0.556 for seeds 0 / 1 / 2.
-    SFT beats base by at least 0.57 on every seed, hence the 0.3 margin. PPO beat SFT on seeds 0 and 1 only (by 0.042
-    and 0.010; seed 2's reward model agreed with the gold judge on 0.855 of held-out pairs, seed 1's on 0.728), so no
-    positive margin holds across seeds yet and this asserts only the order, on the seed CI runs (0)."""
+    gold base 0.000 / 0.000 / 0.002, SFT 0.640 / 0.651 / 0.578, PPO 0.768 / 0.723 / 0.658 for seeds 0 / 1 / 2.
+    SFT beats base by at least 0.57 and PPO beats SFT by at least 0.072 (mean 0.093, spread 0.03) on every seed;
+    the margins sit well below the smallest gap seen."""
     models = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())["models"]
     base, sft, ppo = (models[label]["gold_score"] for label in ("base", "sft", "ppo"))
     print(f"gold on held-out prompts: base {base:.3f}, SFT {sft:.3f}, PPO {ppo:.3f}")
     assert sft > base + 0.3
-    assert ppo > sft
+    assert ppo > sft + 0.03
     assert models["ppo"]["gold_win_rate"] > 0.5
     assert models["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)  # the reference against itself
     assert 0 < models["ppo"]["kl"] < models["base"]["kl"]

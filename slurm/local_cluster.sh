@@ -97,6 +97,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.25 s
 start() {
     mkdir -p "$BASE"/{etc,munge,run,log,spool/ctld,spool/d,db}
     chmod 700 "$BASE/munge"
+    chmod 755 "$BASE" "$BASE/run"  # munged wants its socket's directories open to all (not so a pytest tmp dir)
     [[ -f $BASE/munge/munge.key ]] || { head -c 1024 /dev/urandom >"$BASE/munge/munge.key"; chmod 400 "$BASE/munge/munge.key"; }
     write_configs
     munged --key-file="$BASE/munge/munge.key" --socket="$BASE/run/munge.socket" --pid-file="$BASE/run/munged.pid" \

@@ -21,7 +21,6 @@ Writes  cfg.paths.ppo/: final/ (plain Hugging Face causal LM + tokenizer + chat 
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from omegaconf import DictConfig
 
 from align.config import Config
 from align.errors import UserError
+from align.preemption import Preempted, StopRequest
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
 
@@ -38,7 +38,9 @@ def train(cfg: Config) -> dict:
     import torch
     from accelerate import Accelerator
 
+    from align import checkpoints, faults
     from align.data import read_records
+    from align.guards import require_finite
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer
     from align.reward import disable_dropout, load_reward_model, reward_at_eos
@@ -64,6 +66,7 @@ def train(cfg: Config) -> dict:
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    stop = StopRequest()  # SIGTERM/SIGUSR1: finish the update, checkpoint, exit PREEMPTED
 
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
     ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
@@ -145,7 +148,7 @@ def train(cfg: Config) -> dict:
 
     generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
-    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoint.latest(run_dir) if s.resume else None
+    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir) if s.resume else None
     if resumed_from is not None:
         loop = checkpoint.load(resumed_from, accelerator.unwrap_model(model), optimizer, scheduler)
         kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
@@ -177,6 +180,8 @@ def train(cfg: Config) -> dict:
                 ref_logits = lm_logits(ref, query_responses, pad_id)
             ref_logprobs, _ = response_logprobs(ref_logits, query_responses, context_length, s.temperature)
             raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
+        raw_scores = faults.poison("reward", update, raw_scores)
+        require_finite("reward model score", raw_scores, f"PPO update {update}", run_dir)
         has_eos = (responses == eos_id).any(dim=1)
         scores = L.apply_missing_eos_penalty(raw_scores, has_eos, s.missing_eos_mode, s.missing_eos_penalty)
 
@@ -204,10 +209,9 @@ def train(cfg: Config) -> dict:
                 pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
                                                   s.cliprange)
                 vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
-                loss = pg_loss + s.vf_coef * vf_loss
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"PPO update {update}: loss is {loss.item()} (policy {pg_loss.item()}, "
-                                       f"value {vf_loss.item()})")
+                loss = faults.poison("loss", update, pg_loss + s.vf_coef * vf_loss)
+                require_finite("loss", loss, f"PPO update {update} (policy loss {pg_loss.item()}, value loss "
+                               f"{vf_loss.item()})", run_dir)
                 accelerator.backward(loss)
                 ptx_loss = torch.zeros(())
                 if s.ptx_coef > 0:
@@ -221,7 +225,8 @@ def train(cfg: Config) -> dict:
                         ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
                         ignore_index=pad_id)
                     accelerator.backward(s.ptx_coef * ptx_loss)
-                accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
+                require_finite("gradient norm", grad_norm, f"PPO update {update}", run_dir)
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
@@ -250,8 +255,8 @@ def train(cfg: Config) -> dict:
         metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
                         "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
                         "episodes": update * s.batch_size * world})
-        if not all(math.isfinite(v) for v in metrics.values()):
-            raise RuntimeError(f"PPO update {update}: non-finite metrics {metrics}")
+        for name, value in metrics.items():
+            require_finite(name, value, f"PPO update {update}", run_dir)
         warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
         for warning in warnings:
             print(f"warning (update {update}): {warning}")
@@ -262,11 +267,15 @@ def train(cfg: Config) -> dict:
                   f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
                   f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
                   f"{metrics['time/update_s']:.2f}s update)")
-        if s.save_every and update % s.save_every == 0 and is_main_process():
+        stopping = stop.requested()
+        if (stopping or s.save_every and update % s.save_every == 0) and is_main_process():
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
             checkpoint.save(run_dir, update, accelerator.unwrap_model(model), optimizer, scheduler, loop,
                             s.save_total_limit)
+        if stopping:
+            accelerator.wait_for_everyone()
+            raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")
 
     # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory.
     final_policy = accelerator.unwrap_model(model).policy

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
-from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -70,7 +70,7 @@ def train(cfg: Config) -> dict:
         train_dataset=Dataset.from_list(train_pairs),
         eval_dataset=Dataset.from_list(eval_pairs),
         processing_class=tokenizer,
-        callbacks=[jsonl_callback(metrics_log, "rm")],
+        callbacks=stage_callbacks(metrics_log, "rm", s),
     )
     # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
     # the same for training pairs).

@@ -15,17 +15,22 @@ from omegaconf import DictConfig
 
 from align.config import Config, load, to_yaml
 from align.errors import UserError
+from align.preemption import PREEMPTED, Preempted
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
-    """Validate the config, then train; a UserError becomes one message on stderr and exit status 2."""
+    """Validate the config, then train; a UserError becomes one message on stderr and exit status 2, a pre-emption
+    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED."""
     try:
         return train(load(cfg))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stopped:
+        print(f"pre-empted: {stopped}; re-run the same command to resume", file=sys.stderr)
+        sys.exit(PREEMPTED)
 
 
 def is_main_process() -> bool:

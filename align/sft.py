@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from align.config import Config
 from align.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -61,7 +61,7 @@ def train(cfg: Config) -> dict:
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records),
         processing_class=tokenizer,
-        callbacks=[jsonl_callback(metrics_log, "sft")],
+        callbacks=stage_callbacks(metrics_log, "sft", cfg.sft),
     )
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one

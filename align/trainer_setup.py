@@ -1,10 +1,11 @@
-"""What the Trainer-based stages (SFT, RM) share: arguments from the config, metrics to JSONL, resume."""
+"""What the Trainer-based stages (SFT, RM) share: arguments from the config, callbacks, resume."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from align import checkpoints
 from align.config import Config, TrainerSettings
 from align.runs import MetricsLog
 
@@ -33,7 +34,7 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         eval_steps=s.eval_steps,
         save_strategy="steps",
         save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit,
+        save_total_limit=None,  # align.trainer_callbacks removes old checkpoints once the new one is complete
         seed=cfg.seed,
         bf16=cfg.distributed.mixed_precision == "bf16",
         fp16=cfg.distributed.mixed_precision == "fp16",
@@ -43,11 +44,21 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
     )
 
 
+def stage_callbacks(metrics_log: MetricsLog, prefix: str, s: TrainerSettings) -> list:
+    """metrics.jsonl, complete checkpoints, stopping on SIGTERM/SIGUSR1, and the non-finite guard."""
+    from align.trainer_callbacks import reliability_callbacks
+
+    return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(s.save_total_limit)]
+
+
 def jsonl_callback(metrics_log: MetricsLog, prefix: str):
     """A TrainerCallback that copies every Trainer log line into metrics.jsonl under `prefix/`."""
     from transformers import TrainerCallback
 
     class LogToJsonl(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            metrics_log.truncate_after(state.global_step)  # a resumed run logs the steps after its checkpoint again
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             metrics_log.write(state.global_step, {f"{prefix}/{k}": v for k, v in (logs or {}).items()})
 
@@ -55,10 +66,8 @@ def jsonl_callback(metrics_log: MetricsLog, prefix: str):
 
 
 def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from, announced, or None for a fresh start."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
+    """The newest complete checkpoint to resume from, announced, or None for a fresh start."""
+    last = checkpoints.resume_point(run_dir) if resume else None
     if last:
         print(f"resuming from {last}")
-    return last
+    return str(last) if last else None

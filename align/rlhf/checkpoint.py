@@ -2,26 +2,20 @@
 
 A checkpoint is a directory `checkpoint-<update>` holding the policy and value weights (safetensors), the optimizer
 and scheduler states, and the loop state (update count, KL coefficient, the global RNG, the prompt-order and
-sampling generators, the prompts still queued). It is written under a temporary name and renamed into place, so a
-kill never leaves a directory that resume would trust. Everything is loaded with `weights_only=True`.
+sampling generators, the prompts still queued). It is written under a temporary name, flushed and marked complete
+(align.checkpoints), then renamed into place, so a kill never leaves a directory that resume would trust.
+Everything is loaded with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import torch
 
-PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
-def latest(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest update number, if any."""
-    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := PATTERN.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
+from align import checkpoints
 
 
 def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, keep: int) -> Path:
@@ -35,11 +29,11 @@ def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, ke
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({**loop, "rng": torch.get_rng_state()}, tmp / "loop.pt")
+    checkpoints.mark_complete(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    for old in sorted((p for p in run_dir.glob("checkpoint-*") if PATTERN.match(p.name)),
-                      key=lambda p: int(PATTERN.match(p.name).group(1)))[:-keep]:
-        shutil.rmtree(old)
+    checkpoints.fsync_dir(run_dir)
+    checkpoints.remove_old(run_dir, keep)
     return final
 
 

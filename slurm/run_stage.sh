@@ -6,8 +6,9 @@
 #
 # One launcher per node through srun. One process in all and no ALIGN_ACCELERATE_CONFIG: plain `python -m MODULE`.
 # Otherwise `accelerate launch --config_file $ALIGN_ACCELERATE_CONFIG` (default conf/accelerate/ddp.yaml) with the
-# machine count, process count, machine rank and main address taken from the allocation. Processes per node:
-# $ALIGN_PROCS_PER_NODE, else the GPUs Slurm gave the node (--gpus-per-node), else 1.
+# machine count, process count, machine rank and main address taken from the allocation, and any further flags from
+# $ALIGN_ACCELERATE_ARGS (e.g. "--mixed_precision no" on CPUs). Processes per node: $ALIGN_PROCS_PER_NODE, else the
+# GPUs Slurm gave the node (--gpus-per-node), else 1.
 #
 # Requeue: Slurm sends USR1 to this script (--signal=B:USR1@SECONDS) before the time limit, and pre-emption sends
 # TERM. Either is passed on as SIGTERM to every process of the stage (launchers and ranks); the stage saves a
@@ -30,12 +31,15 @@ if [[ -z ${ALIGN_ACCELERATE_CONFIG:-} && $world == 1 ]]; then
 else
     main_address=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     main_port=${ALIGN_MAIN_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+    read -ra extra <<<"${ALIGN_ACCELERATE_ARGS:-}"
     # single quotes: SLURM_NODEID is each node's own, read by the bash that srun starts there
     stage=(bash -c 'exec accelerate launch --config_file "$1" --num_machines "$2" --num_processes "$3" \
         --machine_rank "$SLURM_NODEID" --main_process_ip "$4" --main_process_port "$5" \
-        --deepspeed_multinode_launcher standard -m "${@:6}"' \
+        --deepspeed_multinode_launcher standard "${@:6}"' \
         launch "${ALIGN_ACCELERATE_CONFIG:-conf/accelerate/ddp.yaml}" "$nodes" "$world" "$main_address" "$main_port" \
-        "$module" "$@")
+        "${extra[@]}" -m "$module" "$@")
+    # how long the launcher lets its ranks write their checkpoint after the signal before it kills them (default 30 s)
+    export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-240}
 fi
 
 signals=0

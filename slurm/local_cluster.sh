@@ -27,6 +27,8 @@ install() {
 }
 
 write_configs() {
+    local cpus
+    cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc, which counts OMP_NUM_THREADS
     cat >"$SLURM_CONF" <<CONF
 ClusterName=align
 SlurmctldHost=localhost
@@ -64,7 +66,7 @@ MinJobAge=5
 KillWait=5
 SlurmdParameters=config_overrides
 # the node name must resolve: it becomes the main address of torch's rendezvous
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${ALIGN_SLURM_MEM_MB:-16000} State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=${ALIGN_SLURM_MEM_MB:-16000} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     cat >"$BASE/etc/slurmdbd.conf" <<CONF
@@ -98,7 +100,10 @@ start() {
     mkdir -p "$BASE"/{etc,munge,run,log,spool/ctld,spool/d,db}
     chmod 700 "$BASE/munge"
     chmod 755 "$BASE" "$BASE/run"  # munged wants its socket's directories open to all (not so a pytest tmp dir)
-    [[ -f $BASE/munge/munge.key ]] || { head -c 1024 /dev/urandom >"$BASE/munge/munge.key"; chmod 400 "$BASE/munge/munge.key"; }
+    if [[ ! -f $BASE/munge/munge.key ]]; then
+        head -c 1024 /dev/urandom >"$BASE/munge/munge.key"
+        chmod 400 "$BASE/munge/munge.key"
+    fi
     write_configs
     munged --key-file="$BASE/munge/munge.key" --socket="$BASE/run/munge.socket" --pid-file="$BASE/run/munged.pid" \
         --log-file="$BASE/log/munged.log" --seed-file="$BASE/munge/munged.seed"

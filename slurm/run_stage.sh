@@ -61,7 +61,7 @@ while ((waited < signals)); do  # a trapped signal ends `wait` early: wait again
 done
 
 if [[ $status == 75 || ($signals -gt 0 && $status != 0) ]]; then
-    echo "$(date -u +%FT%TZ) stage stopped with status $status after a checkpoint: requeueing job $SLURM_JOB_ID"
+    echo "$(date -u +%FT%TZ) stage stopped with status $status: requeueing job $SLURM_JOB_ID to resume"
     scontrol requeue "$SLURM_JOB_ID"
     exit 75
 fi

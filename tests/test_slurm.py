@@ -93,8 +93,8 @@ def wait_for_jobs(jobs: list[str], env: dict, timeout: float, runs: int = 1) -> 
     return wait_until(states, f"jobs {jobs} to finish", timeout, every=2)
 
 
-def submit(*overrides: str, env: dict, stages: str) -> list[str]:
-    out = run(str(REPO / "slurm" / "submit.sh"), "--time=10", "--", *overrides,
+def submit(*overrides: str, env: dict, stages: str, sbatch: tuple[str, ...] = ()) -> list[str]:
+    out = run(str(REPO / "slurm" / "submit.sh"), "--time=10", *sbatch, "--", *overrides,
               env={**env, "ALIGN_STAGES": stages})
     return out.split()
 
@@ -146,32 +146,51 @@ def test_sweep_through_the_submitit_launcher(chain, slurm, tiny_data_root):
     assert kl["0.0"] != kl["0.5"], kl  # the points trained differently
 
 
-def test_signalled_job_is_requeued_and_resumes_from_its_checkpoint(chain, slurm, tiny_data_root):
-    root, _ = chain
-    run_dir = root / "tiny" / "ppo-requeue"
-    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "variant=requeue",
-                    "ppo.total_episodes=640", "ppo.save_every=1", env=slurm, stages="ppo")
+def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: dict, data_root: Path,
+                                sbatch: tuple[str, ...] = ()) -> tuple[str, Path]:
+    """Submit PPO (a checkpoint every update), send it the time-limit signal once it has a checkpoint, release the
+    requeued job and wait for it to finish; the log of both runs and the run directory."""
+    run_dir = root / "tiny" / f"ppo-{variant}"
+    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={data_root}", f"variant={variant}",
+                    f"ppo.total_episodes={episodes}", "ppo.save_every=1", env=env, stages="ppo", sbatch=sbatch)
     wait_until(lambda: any(run_dir.glob("checkpoint-*")), "the first PPO checkpoint", timeout=300, every=0.5)
     # what Slurm does --signal=B:USR1@300 before the time limit
-    run("scancel", "--signal=USR1", "--batch", job, env=slurm)
+    run("scancel", "--signal=USR1", "--batch", job, env=env)
 
     def requeued():
-        shown = run("scontrol", "show", "job", "-o", job, env=slurm)
+        shown = run("scontrol", "show", "job", "-o", job, env=env)
         return "Restarts=1" in shown and "JobState=PENDING" in shown
 
     wait_until(requeued, "the job to be requeued", timeout=120)
     # Slurm holds a requeued job back for two minutes (its begin time); release it now rather than idle in CI
-    run("scontrol", "update", f"JobId={job}", "StartTime=now", env=slurm)
-    assert wait_for_jobs([job], slurm, timeout=300, runs=2) == {job: "COMPLETED"}
-
-    runs = job_records(job, slurm)
-    assert [r["state"] for r in runs] == ["REQUEUED", "COMPLETED"], runs
+    run("scontrol", "update", f"JobId={job}", "StartTime=now", env=env)
+    assert wait_for_jobs([job], env, timeout=300, runs=2) == {job: "COMPLETED"}
+    assert [r["state"] for r in job_records(job, env)] == ["REQUEUED", "COMPLETED"]
     log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
-    # the stage checkpointed and said so with status 75; the script requeued; the second run knew it was one
-    assert "got SIGUSR1" in log and "stopped with status 75" in log and "requeued 1 time(s)" in log, log[-3000:]
+    assert "got SIGUSR1" in log and "requeued 1 time(s)" in log, log[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from"] and Path(metrics["resumed_from"]).parent == run_dir
-    assert metrics["updates"] == 20 and (run_dir / "final" / "model.safetensors").is_file()
+    assert (run_dir / "final" / "model.safetensors").is_file()
     # every update logged once: the resumed run rewrote what came after its checkpoint
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [*range(1, 21), 20]
+    assert steps == [*range(1, metrics["updates"] + 1), metrics["updates"]]
+    return log, run_dir
+
+
+def test_signalled_job_is_requeued_and_resumes_from_its_checkpoint(chain, slurm, tiny_data_root):
+    root, _ = chain
+    log, _ = signal_mid_stage_and_finish(root, "requeue", 640, slurm, tiny_data_root)
+    # one process, run by srun itself: its exit status is the stage's, 75 after the checkpoint
+    assert "stopped with status 75" in log
+
+
+@pytest.mark.skipif(not (REPO / "conf" / "accelerate" / "ddp.yaml").is_file(),
+                    reason="needs the launch configs in conf/accelerate/")
+def test_two_process_stage_through_accelerate_launch_is_requeued_and_resumes(chain, slurm, tiny_data_root):
+    root, _ = chain
+    env = {**slurm, "ALIGN_PROCS_PER_NODE": "2", "ALIGN_ACCELERATE_CONFIG": "conf/accelerate/ddp.yaml",
+           "ALIGN_ACCELERATE_ARGS": "--mixed_precision no"}
+    log, run_dir = signal_mid_stage_and_finish(root, "two-processes", 384, env, tiny_data_root,
+                                               sbatch=("--cpus-per-task=2",))
+    assert "1 node(s) x 2 process(es)" in log and "resuming from" in log
+    assert "world_size: 2" in (run_dir / "config.resolved.yaml").read_text()

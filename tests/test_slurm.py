@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,12 @@ def slurm():
     finally:
         subprocess.run([*cluster, "stop", str(base)], env=env, capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run(*command: str, env: dict, timeout: int = 60) -> str:
@@ -189,7 +196,7 @@ def test_signalled_job_is_requeued_and_resumes_from_its_checkpoint(chain, slurm,
 def test_two_process_stage_through_accelerate_launch_is_requeued_and_resumes(chain, slurm, tiny_data_root):
     root, _ = chain
     env = {**slurm, "ALIGN_PROCS_PER_NODE": "2", "ALIGN_ACCELERATE_CONFIG": "conf/accelerate/ddp.yaml",
-           "ALIGN_ACCELERATE_ARGS": "--mixed_precision no"}
+           "ALIGN_ACCELERATE_ARGS": "--mixed_precision no", "ALIGN_MAIN_PORT": str(free_port())}
     log, run_dir = signal_mid_stage_and_finish(root, "two-processes", 384, env, tiny_data_root,
                                                sbatch=("--cpus-per-task=2",))
     assert "1 node(s) x 2 process(es)" in log and "resuming from" in log

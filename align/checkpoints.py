@@ -1,12 +1,14 @@
 """Checkpoint directories that resume can trust: a complete one carries a marker written last.
 
 A stage writes `checkpoint-<step>/` (the Trainer's files, or PPO's), flushes every file to disk, then writes the
-marker. A directory without the marker was cut short (killed while it was written) and is never resumed from.
+marker, which also records how many metrics.jsonl lines the run had logged by then. A directory without the marker
+was cut short (killed while it was written) and is never resumed from.
 Old checkpoints lose their marker before their files, so a deletion cut short leaves a directory that is ignored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ def is_complete(checkpoint: Path) -> bool:
     return (checkpoint / MARKER).is_file()
 
 
-def mark_complete(checkpoint: Path) -> None:
+def mark_complete(checkpoint: Path, metrics_rows: int) -> None:
     """Flush the checkpoint's files to disk, then write the marker (also flushed)."""
     for path in checkpoint.rglob("*"):
         if path.is_file():
@@ -36,10 +38,15 @@ def mark_complete(checkpoint: Path) -> None:
             finally:
                 os.close(fd)
     with open(checkpoint / MARKER, "w") as f:
-        f.write(f"{checkpoint.name}\n")
+        f.write(json.dumps({"metrics_rows": metrics_rows}) + "\n")
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(checkpoint)
+
+
+def metrics_rows(checkpoint: Path) -> int:
+    """How many metrics.jsonl lines the run had logged when this checkpoint was written."""
+    return json.loads((checkpoint / MARKER).read_text())["metrics_rows"]
 
 
 def fsync_dir(directory: Path) -> None:

@@ -210,8 +210,7 @@ def train(cfg: Config) -> dict:
                                                   s.cliprange)
                 vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
                 loss = faults.poison("loss", update, pg_loss + s.vf_coef * vf_loss)
-                require_finite("loss", loss, f"PPO update {update} (policy loss {pg_loss.item()}, value loss "
-                               f"{vf_loss.item()})", run_dir)
+                require_finite("loss", loss, f"PPO update {update}", run_dir)
                 accelerator.backward(loss)
                 ptx_loss = torch.zeros(())
                 if s.ptx_coef > 0:

@@ -185,18 +185,24 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("outputs/fault_injection"), help="work directory")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    root = args.root.resolve()
-    rng = random.Random(args.seed)
-    if any(s != "sft" for s in args.stages):
+    run_trials(args.root.resolve(), args.stages, args.trials, args.seed, after_each_round=print_table)
+
+
+def run_trials(root: Path, stages: list[str], trials: int, seed: int, after_each_round=None) -> dict[str, list[dict]]:
+    """References, then `trials` trials of every stage, round-robin (a benchmark cut short has as many of each)."""
+    rng = random.Random(seed)
+    if any(s != "sft" for s in stages):
         upstream(root)
-    references = {name: reference(STAGES[name], root) for name in args.stages}
+    references = {name: reference(STAGES[name], root) for name in stages}
     expected = {name: comparable(run_dir) for name, (run_dir, _) in references.items()}
-    results: dict[str, list[dict]] = {name: [] for name in args.stages}
-    for index in range(args.trials):  # round-robin, so a run cut short has as many trials of every stage
-        for name in args.stages:
+    results: dict[str, list[dict]] = {name: [] for name in stages}
+    for index in range(trials):
+        for name in stages:
             results[name].append(trial(STAGES[name], root, index, rng, references[name][1], expected[name]))
             print(f"{name} trial {index}: {results[name][-1]}", flush=True)
-        print_table(results)
+        if after_each_round:
+            after_each_round(results)
+    return results
 
 
 def print_table(table: dict[str, list[dict]]) -> None:

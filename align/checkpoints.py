@@ -72,18 +72,23 @@ def remove_incomplete(run_dir: Path) -> None:
 
 
 def remove_old(run_dir: Path, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints (all if keep <= 0); the marker goes first."""
-    if keep <= 0:
+    """Keep the newest `keep` complete checkpoints (all if keep is 0; none if it is negative); marker first."""
+    if keep == 0:
         return
-    for path in [p for p in numbered(run_dir) if is_complete(p)][:-keep]:
+    complete = [p for p in numbered(run_dir) if is_complete(p)]
+    for path in complete[:-keep] if keep > 0 else complete:
         (path / MARKER).unlink()
         shutil.rmtree(path)
 
 
-def resume_point(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint; the main process first reports and removes the ones cut short."""
+def resume_point(run_dir: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint, or None when starting over (resume off). The main process first removes the
+    checkpoints cut short, and when starting over all of them, so that no later resume picks up an earlier run's."""
     from align.runs import is_main_process
 
     if is_main_process():
         remove_incomplete(run_dir)
-    return newest_complete(run_dir)
+        if not resume and numbered(run_dir):
+            print(f"starting over (resume is off): removing the checkpoints in {run_dir}")
+            remove_old(run_dir, keep=-1)
+    return newest_complete(run_dir) if resume else None

@@ -148,7 +148,7 @@ def train(cfg: Config) -> dict:
 
     generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
-    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir) if s.resume else None
+    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
     metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
         loop = checkpoint.load(resumed_from, accelerator.unwrap_model(model), optimizer, scheduler)

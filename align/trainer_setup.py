@@ -81,7 +81,7 @@ def train_from(trainer, checkpoint: str | None, max_steps: int) -> float | None:
 def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
     """The newest complete checkpoint to resume from, announced, or None for a fresh start; metrics.jsonl is cut
     back to what was logged when that checkpoint was written."""
-    last = checkpoints.resume_point(run_dir) if resume else None
+    last = checkpoints.resume_point(run_dir, resume)
     MetricsLog(run_dir / "metrics.jsonl").keep_first(checkpoints.metrics_rows(last) if last else 0)
     if last:
         print(f"resuming from {last}")

@@ -18,14 +18,20 @@ def test_resume_point_skips_and_removes_checkpoints_cut_short(tmp_path, capsys):
     make(tmp_path, 10, complete=True)
     make(tmp_path, 20, complete=True)
     cut_short = make(tmp_path, 30, complete=False)
-    assert checkpoints.resume_point(tmp_path) == tmp_path / "checkpoint-20"
+    assert checkpoints.resume_point(tmp_path, resume=True) == tmp_path / "checkpoint-20"
     assert not cut_short.exists()
     assert f"ignoring and removing {cut_short}" in capsys.readouterr().out
 
 
 def test_resume_point_of_an_empty_or_missing_run_is_none(tmp_path):
-    assert checkpoints.resume_point(tmp_path) is None
-    assert checkpoints.resume_point(tmp_path / "missing") is None
+    assert checkpoints.resume_point(tmp_path, resume=True) is None
+    assert checkpoints.resume_point(tmp_path / "missing", resume=True) is None
+
+
+def test_starting_over_removes_an_earlier_runs_checkpoints(tmp_path):
+    make(tmp_path, 750, complete=True)  # a later resume must not pick this up as if the new run had written it
+    assert checkpoints.resume_point(tmp_path, resume=False) is None
+    assert checkpoints.numbered(tmp_path) == []
 
 
 def test_numbered_sorts_by_step_not_by_name(tmp_path):

@@ -1,12 +1,14 @@
 """Checkpoint directories that resume can trust: a complete one carries a marker written last.
 
 A stage writes `checkpoint-<step>/` (the Trainer's files, or PPO's), flushes every file to disk, then writes the
-marker. A directory without the marker was cut short (killed while it was written) and is never resumed from.
+marker, which also records how many metrics.jsonl lines the run had logged by then. A directory without the marker
+was cut short (killed while it was written) and is never resumed from.
 Old checkpoints lose their marker before their files, so a deletion cut short leaves a directory that is ignored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ def is_complete(checkpoint: Path) -> bool:
     return (checkpoint / MARKER).is_file()
 
 
-def mark_complete(checkpoint: Path) -> None:
+def mark_complete(checkpoint: Path, metrics_rows: int) -> None:
     """Flush the checkpoint's files to disk, then write the marker (also flushed)."""
     for path in checkpoint.rglob("*"):
         if path.is_file():
@@ -36,10 +38,15 @@ def mark_complete(checkpoint: Path) -> None:
             finally:
                 os.close(fd)
     with open(checkpoint / MARKER, "w") as f:
-        f.write(f"{checkpoint.name}\n")
+        f.write(json.dumps({"metrics_rows": metrics_rows}) + "\n")
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(checkpoint)
+
+
+def metrics_rows(checkpoint: Path) -> int:
+    """How many metrics.jsonl lines the run had logged when this checkpoint was written."""
+    return json.loads((checkpoint / MARKER).read_text())["metrics_rows"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -65,18 +72,23 @@ def remove_incomplete(run_dir: Path) -> None:
 
 
 def remove_old(run_dir: Path, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints (all if keep <= 0); the marker goes first."""
-    if keep <= 0:
+    """Keep the newest `keep` complete checkpoints (all if keep is 0; none if it is negative); marker first."""
+    if keep == 0:
         return
-    for path in [p for p in numbered(run_dir) if is_complete(p)][:-keep]:
+    complete = [p for p in numbered(run_dir) if is_complete(p)]
+    for path in complete[:-keep] if keep > 0 else complete:
         (path / MARKER).unlink()
         shutil.rmtree(path)
 
 
-def resume_point(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint; the main process first reports and removes the ones cut short."""
+def resume_point(run_dir: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint, or None when starting over (resume off). The main process first removes the
+    checkpoints cut short, and when starting over all of them, so that no later resume picks up an earlier run's."""
     from align.runs import is_main_process
 
     if is_main_process():
         remove_incomplete(run_dir)
-    return newest_complete(run_dir)
+        if not resume and numbered(run_dir):
+            print(f"starting over (resume is off): removing the checkpoints in {run_dir}")
+            remove_old(run_dir, keep=-1)
+    return newest_complete(run_dir) if resume else None

@@ -148,14 +148,14 @@ def train(cfg: Config) -> dict:
 
     generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
-    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir) if s.resume else None
+    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
+    metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
         loop = checkpoint.load(resumed_from, accelerator.unwrap_model(model), optimizer, scheduler)
         kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
         order.set_state(loop["order"])
         sampling.set_state(loop["sampling"])
         prompt_queue[:] = loop["prompt_queue"].tolist()
-        metrics_log.truncate_after(loop["update"])
         print(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
     negative_kl_streak = 0
     for update in range(first_update, num_updates + 1):
@@ -210,8 +210,7 @@ def train(cfg: Config) -> dict:
                                                   s.cliprange)
                 vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
                 loss = faults.poison("loss", update, pg_loss + s.vf_coef * vf_loss)
-                require_finite("loss", loss, f"PPO update {update} (policy loss {pg_loss.item()}, value loss "
-                               f"{vf_loss.item()})", run_dir)
+                require_finite("loss", loss, f"PPO update {update}", run_dir)
                 accelerator.backward(loss)
                 ptx_loss = torch.zeros(())
                 if s.ptx_coef > 0:
@@ -272,7 +271,7 @@ def train(cfg: Config) -> dict:
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
             checkpoint.save(run_dir, update, accelerator.unwrap_model(model), optimizer, scheduler, loop,
-                            s.save_total_limit)
+                            s.save_total_limit, len(metrics_log))
         if stopping:
             accelerator.wait_for_everyone()
             raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
-from align.trainer_setup import last_checkpoint, stage_callbacks, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -89,7 +89,7 @@ def train(cfg: Config) -> dict:
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
     last = last_checkpoint(run_dir, s.resume)
-    result = trainer.train(resume_from_checkpoint=last)
+    train_loss = train_from(trainer, last, s.max_steps)
 
     # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
     offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
@@ -97,7 +97,7 @@ def train(cfg: Config) -> dict:
 
     # 6. evaluate on held-out pairs and save the plain Hugging Face directory
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, cfg.data.judge, s.eval_batch_size)
-    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step, "resumed_from": last,
+    metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
                "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
                "dropped_too_long": too_long,
                "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}

@@ -89,13 +89,16 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def truncate_after(self, step: int) -> None:
-        """Forget lines past `step`: a resumed run logs those steps again (rewritten atomically)."""
+    def __len__(self) -> int:
+        return len(self.rows())
+
+    def keep_first(self, rows: int) -> None:
+        """Forget every line after the first `rows` (rewritten atomically): a run resumed from a checkpoint logs
+        again what followed it; a checkpoint records how many lines there were when it was written."""
         if not is_main_process() or not self.path.is_file():
             return
-        kept = [row for row in self.rows() if row["step"] <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.rows()[:rows]), encoding="utf-8")
         os.replace(tmp, self.path)
 
 

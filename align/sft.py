@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from align.config import Config
 from align.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainer_setup import last_checkpoint, stage_callbacks, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -66,10 +66,10 @@ def train(cfg: Config) -> dict:
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
     last = last_checkpoint(run_dir, cfg.sft.resume)
-    result = trainer.train(resume_from_checkpoint=last)
+    train_loss = train_from(trainer, last, cfg.sft.max_steps)
 
     # 5. final evaluation and the plain Hugging Face model directory
-    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
+    metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step,
                "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}

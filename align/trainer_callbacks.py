@@ -16,10 +16,11 @@ from transformers import TrainerCallback
 from align import checkpoints, faults
 from align.guards import require_finite
 from align.preemption import Preempted, StopRequest
+from align.runs import MetricsLog
 
 
-def reliability_callbacks(keep: int) -> list[TrainerCallback]:
-    callbacks = [CompleteCheckpoints(keep), NonFiniteGuard()]
+def reliability_callbacks(metrics_log: MetricsLog, keep: int) -> list[TrainerCallback]:
+    callbacks = [CompleteCheckpoints(metrics_log, keep), NonFiniteGuard()]
     if faults.target() is not None:
         callbacks.append(faults.nan_output_callback())
     return callbacks
@@ -35,7 +36,8 @@ def wait_for_everyone() -> None:
 class CompleteCheckpoints(TrainerCallback):
     """Marks checkpoints complete, keeps the newest `keep`, and turns a stop signal into save-then-Preempted."""
 
-    def __init__(self, keep: int):
+    def __init__(self, metrics_log: MetricsLog, keep: int):
+        self.metrics_log = metrics_log
         self.keep = keep  # the Trainer's own rotation is off: it would delete before the new checkpoint is marked
         self.stop = StopRequest()
         self.stopping = False
@@ -49,7 +51,7 @@ class CompleteCheckpoints(TrainerCallback):
         checkpoint = run_dir / f"checkpoint-{state.global_step}"
         wait_for_everyone()  # every process has written its part
         if state.is_world_process_zero:
-            checkpoints.mark_complete(checkpoint)
+            checkpoints.mark_complete(checkpoint, len(self.metrics_log))
             checkpoints.remove_old(run_dir, self.keep)
         wait_for_everyone()
         if self.stopping:

@@ -48,7 +48,7 @@ def stage_callbacks(metrics_log: MetricsLog, prefix: str, s: TrainerSettings) ->
     """metrics.jsonl, complete checkpoints, stopping on SIGTERM/SIGUSR1, and the non-finite guard."""
     from align.trainer_callbacks import reliability_callbacks
 
-    return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(s.save_total_limit)]
+    return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(metrics_log, s.save_total_limit)]
 
 
 def jsonl_callback(metrics_log: MetricsLog, prefix: str):
@@ -56,18 +56,33 @@ def jsonl_callback(metrics_log: MetricsLog, prefix: str):
     from transformers import TrainerCallback
 
     class LogToJsonl(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            metrics_log.truncate_after(state.global_step)  # a resumed run logs the steps after its checkpoint again
-
         def on_log(self, args, state, control, logs=None, **kwargs):
             metrics_log.write(state.global_step, {f"{prefix}/{k}": v for k, v in (logs or {}).items()})
 
     return LogToJsonl()
 
 
+def train_from(trainer, checkpoint: str | None, max_steps: int) -> float | None:
+    """trainer.train(resume_from_checkpoint=checkpoint); returns the mean training loss of the steps trained now
+    (None if none). A checkpoint at max_steps is a finished training, so only its weights and state are loaded:
+    resumed there, the Trainer trains one step past max_steps (it checks the limit after a step, not before)."""
+    from safetensors.torch import load_model
+    from transformers import TrainerState
+
+    if checkpoint is not None and max_steps > 0:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if state.global_step >= max_steps:
+            load_model(trainer.model, str(Path(checkpoint) / "model.safetensors"))
+            trainer.state = state
+            return None
+    return trainer.train(resume_from_checkpoint=checkpoint).training_loss
+
+
 def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
-    """The newest complete checkpoint to resume from, announced, or None for a fresh start."""
-    last = checkpoints.resume_point(run_dir) if resume else None
+    """The newest complete checkpoint to resume from, announced, or None for a fresh start; metrics.jsonl is cut
+    back to what was logged when that checkpoint was written."""
+    last = checkpoints.resume_point(run_dir, resume)
+    MetricsLog(run_dir / "metrics.jsonl").keep_first(checkpoints.metrics_rows(last) if last else 0)
     if last:
         print(f"resuming from {last}")
     return str(last) if last else None

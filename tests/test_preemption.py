@@ -4,15 +4,27 @@ that says where it starts and finishes the run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
 from conftest import run_module, start_module, wait_for
 
 from align.checkpoints import MARKER, numbered
-from align.preemption import PREEMPTED
+from align.preemption import PREEMPTED, SIGNALS, StopRequest
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_is_recorded_not_acted_on(signum):
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        stop = StopRequest()
+        assert not stop.requested()
+        os.kill(os.getpid(), signum)  # with the default handler, SIGTERM would end this process here
+        assert stop.requested() and stop.describe() == signal.Signals(signum).name
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def logged_steps(run_dir, key: str) -> list[int]:
@@ -39,6 +51,7 @@ def interrupt_then_resume(module: str, common: list[str], run_dir, key: str, tmp
     return stopped_at, resumed.stdout
 
 
+@pytest.mark.slow
 def test_sft_stops_on_sigusr1_and_resumes(tmp_path, tiny_data_root):
     common = ["+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}", "sft.max_steps=60",
               "sft.save_steps=1000", "sft.eval_steps=1000", "sft.logging_steps=5", "eval.num_prompts=10"]
@@ -49,6 +62,7 @@ def test_sft_stops_on_sigusr1_and_resumes(tmp_path, tiny_data_root):
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 60
 
 
+@pytest.mark.slow
 def test_ppo_stops_on_sigusr1_and_resumes(tiny_rm_dir, tmp_path, tiny_data_root):
     root = tiny_rm_dir.parent.parent
     common = ["+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}", "ppo.total_episodes=320",

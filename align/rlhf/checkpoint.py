@@ -18,7 +18,7 @@ import torch
 from align import checkpoints
 
 
-def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, keep: int) -> Path:
+def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, keep: int, metrics_rows: int) -> Path:
     from safetensors.torch import save_model
 
     final = run_dir / f"checkpoint-{update}"
@@ -29,7 +29,7 @@ def save(run_dir: Path, update: int, model, optimizer, scheduler, loop: dict, ke
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({**loop, "rng": torch.get_rng_state()}, tmp / "loop.pt")
-    checkpoints.mark_complete(tmp)
+    checkpoints.mark_complete(tmp, metrics_rows)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     checkpoints.fsync_dir(run_dir)

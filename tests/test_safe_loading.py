@@ -33,4 +33,5 @@ def test_names_that_become_directories_cannot_escape(override, key):
 
 def test_a_data_source_name_cannot_escape_the_data_directory():
     with pytest.raises(UserError, match=r"at key 'data.sources.\.\.'"):
-        tiny_config("+data.sources={..: {prepare: tiny_world, source: null, eval_size: 1}}")
+        tiny_config("+data.sources={..: {prepare: tiny_world, source: null, split: train, eval_size: 1, "
+                    "decontaminate: []}}")

@@ -15,14 +15,17 @@ from omegaconf import DictConfig
 
 from align.config import Config, load, to_yaml
 from align.errors import UserError
-from align.preemption import PREEMPTED, Preempted
+from align.preemption import PREEMPTED, Preempted, stop_request
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
 
 
-def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
+def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
     """Validate the config, then train; a UserError becomes one message on stderr and exit status 2, a pre-emption
-    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED."""
+    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from
+    here on, and must act on them (align.preemption)."""
+    if preemptible:
+        stop_request()
     try:
         return train(load(cfg))
     except UserError as error:

@@ -67,7 +67,7 @@ def chat(cfg: Config) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_stage(chat, cfg)
+    run_stage(chat, cfg, preemptible=False)  # nothing to checkpoint: SIGTERM ends a chat at once
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def evaluate(cfg: Config) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_stage(evaluate, cfg)
+    run_stage(evaluate, cfg, preemptible=False)  # seconds of work and nothing to checkpoint: SIGTERM ends it
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from align.config import Config
 from align.distributed import drop_launcher_arguments
 from align.errors import UserError
+from align.preemption import Preempted, stop_request
 from align.runs import is_main_process, run_stage
 
 # What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
@@ -106,6 +107,9 @@ def run_pipeline(cfg: Config) -> dict:
             print(f"[pipeline] {stage}: finished output in {run_dir}, skipped")
             timings[stage] = "skipped"
             continue
+        stop = stop_request()
+        if stop.requested():  # a signal during a stage that finished anyway (eval): stop before the next one
+            raise Preempted(f"stopped on {stop.describe()} before {stage}")
         print(f"[pipeline] {stage}: running into {run_dir}", flush=True)
         start = time.perf_counter()
         stage_entry(stage)(cfg)

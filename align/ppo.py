@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
 from align.errors import UserError
-from align.preemption import Preempted, StopRequest
+from align.preemption import Preempted, stop_request
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
 
@@ -70,7 +70,7 @@ def train(cfg: Config) -> dict:
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
-    stop = StopRequest()  # SIGTERM/SIGUSR1: finish the update, checkpoint, exit PREEMPTED
+    stop = stop_request()  # SIGTERM/SIGUSR1: finish the update, checkpoint, exit PREEMPTED
 
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
     with main_process_first():

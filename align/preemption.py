@@ -1,8 +1,9 @@
 """Pre-emption: SIGTERM or SIGUSR1 (what Slurm sends before it pre-empts a job or its time runs out) stops a stage.
 
-The handler only records the signal. The stage finishes the optimizer step it is in, writes a complete checkpoint
-and raises Preempted; `run_stage` turns that into exit status PREEMPTED, which the Slurm scripts turn into
-`scontrol requeue`. Re-running the same command resumes from that checkpoint.
+`run_stage` installs the handlers before any work, so a signal that comes while data and models load is acted on
+at the end of the first step. The handler only records the signal. The stage finishes the optimizer step it is in,
+writes a complete checkpoint and raises Preempted; `run_stage` turns that into exit status PREEMPTED, which the
+Slurm scripts turn into `scontrol requeue`. Re-running the same command resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -44,3 +45,14 @@ class StopRequest:
 
     def describe(self) -> str:
         return signal.Signals(self.signal).name if self.signal is not None else "a signal on another process"
+
+
+_installed: StopRequest | None = None
+
+
+def stop_request() -> StopRequest:
+    """This process's StopRequest: the first call installs the handlers, later ones return the same object."""
+    global _installed
+    if _installed is None:
+        _installed = StopRequest()
+    return _installed

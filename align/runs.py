@@ -15,16 +15,19 @@ from omegaconf import DictConfig
 
 from align.config import Config, load, to_yaml
 from align.errors import UserError
-from align.preemption import PREEMPTED, Preempted
+from align.preemption import PREEMPTED, Preempted, stop_request
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
 
 
-def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
+def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
     """Validate the config, join the launcher's processes, then train; a UserError becomes one message on stderr and
-    exit status 2, a pre-emption (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED."""
+    exit status 2, a pre-emption (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage
+    records SIGTERM/SIGUSR1 from here on, and must act on them (align.preemption)."""
     from align.distributed import join_processes, leave_processes
 
+    if preemptible:
+        stop_request()
     try:
         config = load(cfg)
         join_processes(config.distributed)

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from align import checkpoints, faults
 from align.guards import require_finite
-from align.preemption import Preempted, StopRequest
+from align.preemption import Preempted, stop_request
 from align.runs import MetricsLog
 
 
@@ -39,7 +39,7 @@ class CompleteCheckpoints(TrainerCallback):
     def __init__(self, metrics_log: MetricsLog, keep: int):
         self.metrics_log = metrics_log
         self.keep = keep  # the Trainer's own rotation is off: it would delete before the new checkpoint is marked
-        self.stop = StopRequest()
+        self.stop = stop_request()
         self.stopping = False
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -63,6 +63,20 @@ def test_sft_stops_on_sigusr1_and_resumes(tmp_path, tiny_data_root):
 
 
 @pytest.mark.slow
+def test_sigterm_while_the_stage_starts_stops_it_after_its_first_step(tmp_path, tiny_data_root):
+    common = ["+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}", "sft.max_steps=20",
+              "sft.save_steps=1000", "sft.eval_steps=1000", "eval.num_prompts=10"]
+    run_dir = tmp_path / "tiny" / "sft"
+    process = start_module("align.sft", *common, log=tmp_path / "interrupted.log")
+    wait_for(lambda: (run_dir / "config.resolved.yaml").is_file(), process)  # the run started; no step yet
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == PREEMPTED, (tmp_path / "interrupted.log").read_text()[-3000:]
+    (checkpoint,) = numbered(run_dir)
+    assert (checkpoint / MARKER).is_file() and "stopped on SIGTERM" in (tmp_path / "interrupted.log").read_text()
+    assert run_module("align.sft", *common).returncode == 0
+
+
+@pytest.mark.slow
 def test_ppo_stops_on_sigusr1_and_resumes(tiny_rm_dir, tmp_path, tiny_data_root):
     root = tiny_rm_dir.parent.parent
     common = ["+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}", "ppo.total_episodes=320",

@@ -51,8 +51,10 @@ def update_rows(metrics_rows: list[dict]) -> list[dict]:
 
 def run_row(results: dict, run_name: str, variant: str, ppo_updates: list[dict]) -> dict:
     """One run's row: the trained policy's numbers from eval.json and the seconds its PPO updates took."""
+    policy, reference = results["models"][POLICY], results["models"][results["reference"]]
     row = {"run": run_name, "variant": variant, "seed": results["seed"],
-           **{key: results["models"][POLICY][key] for key, _, _ in COLUMNS if key in results["models"][POLICY]}}
+           **{key: policy[key] for key, _, _ in COLUMNS if key in policy},
+           **{f"reference_{key}": reference[key] for key in ("gold_score", "rm_score") if key in reference}}
     if ppo_updates:
         row["ppo_seconds"] = sum(u.get(k, 0.0) for u in ppo_updates for k in TIME_KEYS)
     return row
@@ -147,6 +149,8 @@ def plot_frontier(path: Path, rows: list[dict]) -> None:
         for variant in dict.fromkeys(r["variant"] for r in rows):
             runs = [r for r in rows if r["variant"] == variant and key in r and "kl" in r]
             ax.scatter([r["kl"] for r in runs], [r[key] for r in runs], label=variant)
+        references = [r[f"reference_{key}"] for r in rows if f"reference_{key}" in r]
+        ax.scatter([0.0] * len(references), references, marker="x", color="black", label="SFT")
         ax.set_xlabel("KL to SFT (nats per response)")
         ax.set_ylabel(f"{title} of the PPO model")
         ax.grid(alpha=0.3)
@@ -158,19 +162,23 @@ def plot_frontier(path: Path, rows: list[dict]) -> None:
 
 
 def plot_overoptimization(path: Path, curves: dict[str, dict]) -> None:
-    """Along PPO: the proxy (RM) score and the gold score against KL, one colour per run (Gao et al. 2022)."""
+    """Along PPO: the proxy (RM) score and the gold score, one colour per run, against episodes and against KL (Gao
+    et al. 2022). The KL and RM score are the update's rollout's; the gold score is the policy's after that update."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (name, curve) in enumerate(curves.items()):
-        colour = f"C{i % 10}"
-        ax.plot(curve["kl"], curve["rm_score"], "--", color=colour, label=f"{name} RM")
-        if "gold_score" in curve:
-            ax.plot(curve["kl"], curve["gold_score"], "-", color=colour, label=f"{name} gold")
-    ax.set_xlabel("KL to SFT along training (nats per response)")
-    ax.set_ylabel("score (RM: dashed, normalised; gold: solid)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    x_axes = (("episodes", "episodes"), ("kl", "KL to SFT of the rollout (nats per response)"))
+    for ax, (x_key, x_title) in zip(axes, x_axes):
+        for i, (name, curve) in enumerate(curves.items()):
+            colour = f"C{i % 10}"
+            ax.plot(curve[x_key], curve["rm_score"], "--", marker=".", color=colour, label=f"{name} RM")
+            if "gold_score" in curve:
+                ax.plot(curve[x_key], curve["gold_score"], "-", marker=".", color=colour, label=f"{name} gold")
+        ax.set_xlabel(x_title)
+        ax.set_ylabel("score (RM: dashed, normalised; gold: solid)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, loc="best")
+    fig.suptitle("Gold and proxy (RM) score along PPO")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

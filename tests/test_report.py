@@ -25,6 +25,7 @@ def test_run_row_takes_the_policy_numbers_and_sums_the_update_times():
     row = run_row(eval_results(1, 0.75, 2.0), "tiny", "kl_010", update_rows(UPDATES))
     assert row["run"] == "tiny" and row["variant"] == "kl_010" and row["seed"] == 1
     assert row["gold_score"] == 0.75 and row["kl"] == 2.0 and row["rm_score"] == 0.4 and row["gold_win_rate"] == 0.7
+    assert row["reference_gold_score"] == 0.6 and row["reference_rm_score"] == 0.0  # SFT: the frontier's origin
     assert row["ppo_seconds"] == pytest.approx(7.25)
     assert "ppo_seconds" not in run_row(eval_results(1, 0.75, 2.0), "tiny", "kl_010", [])
 

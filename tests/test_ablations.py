@@ -71,3 +71,20 @@ def test_ablation_changes_what_it_says_and_forks_what_it_changes(experiment, abl
             assert stage in forked
     if "sft" in forked:  # the RM trains from the SFT model: another SFT model, another RM
         assert "rm" in forked
+
+
+def test_jobs_of_a_sweep_over_ablations_and_seeds_never_share_a_directory():
+    """The README's seed sweep: `run_name=tiny-seed${seed}` gives each seed its own SFT and RM (which the seed
+    decides), and each (ablation, seed) job its own PPO, evaluation and Hydra record."""
+    seen = {}
+    for ablation in ("kl_000", "kl_010", "rm_from_base"):
+        for seed in (0, 1):
+            cfg = compose_config("+experiment=tiny", f"+ablation={ablation}", f"seed={seed}",
+                                 "run_name=tiny-seed${seed}", "paths.root=/runs", stage="pipeline")
+            paths = vars(load(_without_hydra(cfg)).paths)
+            assert paths["sft"] == f"/runs/tiny-seed{seed}/sft"
+            job = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
+            assert job == f"/runs/tiny-seed{seed}/sweeps/pipeline/{ablation}-seed{seed}"
+            for stage in ("ppo", "eval", "pipeline"):
+                assert seen.setdefault(paths[stage], (ablation, seed)) == (ablation, seed)
+            assert seen.setdefault(job, (ablation, seed)) == (ablation, seed)

@@ -146,9 +146,10 @@ def plot_frontier(path: Path, rows: list[dict]) -> None:
     panels = [(k, t) for k, t in (("gold_score", "gold score"), ("rm_score", "RM score")) if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        for variant in dict.fromkeys(r["variant"] for r in rows):
+        for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
             runs = [r for r in rows if r["variant"] == variant and key in r and "kl" in r]
-            ax.scatter([r["kl"] for r in runs], [r[key] for r in runs], label=variant)
+            ax.scatter([r["kl"] for r in runs], [r[key] for r in runs], label=variant, color=f"C{i % 10}",
+                       marker="osD^v<>"[i // 10 % 7])  # ten colours, then another marker
         references = [r[f"reference_{key}"] for r in rows if f"reference_{key}" in r]
         ax.scatter([0.0] * len(references), references, marker="x", color="black", label="SFT")
         ax.set_xlabel("KL to SFT (nats per response)")

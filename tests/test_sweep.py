@@ -59,3 +59,20 @@ def test_report_tables_hold_the_eval_numbers_and_the_plots_are_drawn(sweep):
     for plot in ("frontier.png", "overoptimization.png"):
         height, width, _ = matplotlib.image.imread(out / plot).shape
         assert height > 300 and width > 500
+
+
+def test_gold_judge_along_training_leaves_the_run_unchanged(sweep, tiny_data_root):
+    """The same PPO run as the sweep's kl_010 job, without the gold judge after each update: the same updates."""
+    run, _ = sweep
+    result = run_module("align.ppo", "+experiment=tiny", "+ablation=kl_010", "variant=kl_010_unjudged",
+                        f"paths.root={run.parent}", f"paths.data={tiny_data_root}", "ppo.total_episodes=64",
+                        "ppo.gold_eval_every=0", "eval.num_prompts=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def trajectory(variant: str) -> list[dict]:
+        rows = [json.loads(line) for line in (run / f"ppo-{variant}" / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if not k.startswith(("time/", "eval/"))}
+                for row in rows if "objective/kl" in row]
+
+    judged, unjudged = trajectory("kl_010"), trajectory("kl_010_unjudged")
+    assert len(judged) == 2 and judged == unjudged

@@ -268,11 +268,18 @@ def load(cfg: DictConfig) -> Config:
     """Validate the composed config against the dataclasses and resolve every interpolation."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-        return OmegaConf.to_object(merged)
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
         reason = str(error).splitlines()[0]
         raise UserError(f"invalid config{f' at key {key!r}' if key else ''}: {reason}") from None
+    # These become directory names under paths.root and data.dir: one path component, so writes stay inside them.
+    for key, name in (("run_name", config.run_name), ("variant", config.variant),
+                      *((f"data.sources.{name}", name) for name in config.data.sources)):
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise UserError(f"invalid config at key {key!r}: {name!r} names a directory, so it must be a plain name "
+                            f"(no '/', not '.' or '..')")
+    return config
 
 
 def to_yaml(config: Config) -> str:

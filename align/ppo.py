@@ -22,7 +22,6 @@ Writes  cfg.paths.ppo/: final/ (plain Hugging Face causal LM + tokenizer + chat 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
 from align.errors import UserError
+from align.preemption import Preempted, StopRequest
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
 
@@ -40,7 +40,9 @@ def train(cfg: Config) -> dict:
     import torch
     from accelerate import Accelerator
 
+    from align import checkpoints, faults
     from align.data import read_records
+    from align.guards import require_finite
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer
     from align.reward import disable_dropout, load_reward_model, reward_at_eos
@@ -69,6 +71,7 @@ def train(cfg: Config) -> dict:
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    stop = StopRequest()  # SIGTERM/SIGUSR1: finish the update, checkpoint, exit PREEMPTED
 
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
     with main_process_first():
@@ -152,14 +155,14 @@ def train(cfg: Config) -> dict:
 
     generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
                       min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
-    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoint.latest(run_dir) if s.resume else None
+    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
+    metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
         loop = checkpoint.load(resumed_from, accelerator, model, optimizer, scheduler)
         kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
         order.set_state(loop["order"])
         sampling.set_state(loop["sampling"])
         prompt_queue[:] = loop["prompt_queue"].tolist()
-        metrics_log.truncate_after(loop["update"])
         print(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
     negative_kl_streak = 0
     gold_eval_settings = dataclasses.replace(cfg.eval, num_prompts=s.gold_eval_prompts)
@@ -185,6 +188,8 @@ def train(cfg: Config) -> dict:
                 ref_logits = lm_logits(ref, query_responses, pad_id)
             ref_logprobs, _ = response_logprobs(ref_logits, query_responses, context_length, s.temperature)
             raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
+        raw_scores = faults.poison("reward", update, raw_scores)
+        require_finite("reward model score", raw_scores, f"PPO update {update}", run_dir)
         has_eos = (responses == eos_id).any(dim=1)
         scores = L.apply_missing_eos_penalty(raw_scores, has_eos, s.missing_eos_mode, s.missing_eos_penalty)
 
@@ -213,10 +218,8 @@ def train(cfg: Config) -> dict:
                 pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
                                                   s.cliprange)
                 vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
-                loss = pg_loss + s.vf_coef * vf_loss
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"PPO update {update}: loss is {loss.item()} (policy {pg_loss.item()}, "
-                                       f"value {vf_loss.item()})")
+                loss = faults.poison("loss", update, pg_loss + s.vf_coef * vf_loss)
+                require_finite("loss", loss, f"PPO update {update}", run_dir)
                 ptx_loss = torch.zeros(())
                 if s.ptx_coef > 0:
                     # InstructGPT C.4: the LM loss on pretraining text joins PPO's in the same gradient step.
@@ -230,7 +233,8 @@ def train(cfg: Config) -> dict:
                         ignore_index=pad_id)
                     loss = loss + s.ptx_coef * ptx_loss
                 accelerator.backward(loss)  # one backward per step: under DeepSpeed it also steps the optimizer
-                accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
+                require_finite("gradient norm", grad_norm, f"PPO update {update}", run_dir)
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
@@ -267,8 +271,8 @@ def train(cfg: Config) -> dict:
                 gold = gold_evaluation(unwrapped.policy, tokenizer, cfg.data, gold_eval_settings, cfg.seed)
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
             metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
-        if not all(math.isfinite(v) for v in metrics.values()):
-            raise RuntimeError(f"PPO update {update}: non-finite metrics {metrics}")
+        for name, value in metrics.items():
+            require_finite(name, value, f"PPO update {update}", run_dir)
         warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
         for warning in warnings:
             print(f"warning (update {update}): {warning}")
@@ -279,10 +283,14 @@ def train(cfg: Config) -> dict:
                   f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
                   f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
                   f"{metrics['time/update_s']:.2f}s update)")
-        if s.save_every and update % s.save_every == 0:
+        stopping = stop.requested()  # the same answer on every rank
+        if stopping or s.save_every and update % s.save_every == 0:
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
-            checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit)
+            checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit,
+                            len(metrics_log))
+        if stopping:
+            raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")
 
     # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory (under
     # ZeRO-3, with the policy's weights gathered).

@@ -26,7 +26,7 @@ from align.config import Config
 from align.distributed import drop_launcher_arguments, main_process_first
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
-from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -72,7 +72,7 @@ def train(cfg: Config) -> dict:
         train_dataset=Dataset.from_list(train_pairs),
         eval_dataset=Dataset.from_list(eval_pairs),
         processing_class=tokenizer,
-        callbacks=[jsonl_callback(metrics_log, "rm")],
+        callbacks=stage_callbacks(metrics_log, "rm", s),
     )
     # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
     # the same for training pairs).
@@ -91,7 +91,7 @@ def train(cfg: Config) -> dict:
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
     last = last_checkpoint(run_dir, s.resume)
-    result = trainer.train(resume_from_checkpoint=last)
+    train_loss = train_from(trainer, last, s.max_steps)
 
     # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
     offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
@@ -99,7 +99,7 @@ def train(cfg: Config) -> dict:
 
     # 6. evaluate on held-out pairs and save the plain Hugging Face directory
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, cfg.data.judge, s.eval_batch_size)
-    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step, "resumed_from": last,
+    metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
                "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
                "dropped_too_long": too_long,
                "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}

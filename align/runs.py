@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 
 from align.config import Config, load, to_yaml
 from align.errors import UserError
+from align.preemption import PREEMPTED, Preempted
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
     """Validate the config, join the launcher's processes, then train; a UserError becomes one message on stderr and
-    exit status 2."""
+    exit status 2, a pre-emption (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED."""
     from align.distributed import join_processes, leave_processes
 
     try:
@@ -31,6 +32,9 @@ def run_stage(train: Callable[[Config], dict], cfg: DictConfig) -> dict:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stopped:
+        print(f"pre-empted: {stopped}; re-run the same command to resume", file=sys.stderr)
+        sys.exit(PREEMPTED)
     leave_processes()
     return results
 
@@ -91,13 +95,16 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def truncate_after(self, step: int) -> None:
-        """Forget lines past `step`: a resumed run logs those steps again (rewritten atomically)."""
+    def __len__(self) -> int:
+        return len(self.rows())
+
+    def keep_first(self, rows: int) -> None:
+        """Forget every line after the first `rows` (rewritten atomically): a run resumed from a checkpoint logs
+        again what followed it; a checkpoint records how many lines there were when it was written."""
         if not is_main_process() or not self.path.is_file():
             return
-        kept = [row for row in self.rows() if row["step"] <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.rows()[:rows]), encoding="utf-8")
         os.replace(tmp, self.path)
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.distributed import drop_launcher_arguments, main_process_first
 from align.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainer_setup import jsonl_callback, last_checkpoint, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
@@ -63,15 +63,15 @@ def train(cfg: Config) -> dict:
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records),
         processing_class=tokenizer,
-        callbacks=[jsonl_callback(metrics_log, "sft")],
+        callbacks=stage_callbacks(metrics_log, "sft", cfg.sft),
     )
 
     # 4. train, continuing from the last checkpoint of this run directory if there is one
     last = last_checkpoint(run_dir, cfg.sft.resume)
-    result = trainer.train(resume_from_checkpoint=last)
+    train_loss = train_from(trainer, last, cfg.sft.max_steps)
 
     # 5. final evaluation and the plain Hugging Face model directory
-    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
+    metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step,
                "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}

@@ -1,10 +1,11 @@
-"""What the Trainer-based stages (SFT, RM) share: arguments from the config, metrics to JSONL, resume."""
+"""What the Trainer-based stages (SFT, RM) share: arguments from the config, callbacks, resume."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from align import checkpoints
 from align.config import Config, TrainerSettings
 from align.runs import MetricsLog
 
@@ -33,7 +34,7 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         eval_steps=s.eval_steps,
         save_strategy="steps",
         save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit,
+        save_total_limit=None,  # align.trainer_callbacks removes old checkpoints once the new one is complete
         seed=cfg.seed,
         bf16=cfg.distributed.mixed_precision == "bf16",
         fp16=cfg.distributed.mixed_precision == "fp16",
@@ -43,6 +44,13 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         # several processes: keep the process group align.distributed joined (a Trainer's own has no CPU backend)
         accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
     )
+
+
+def stage_callbacks(metrics_log: MetricsLog, prefix: str, s: TrainerSettings) -> list:
+    """metrics.jsonl, complete checkpoints, stopping on SIGTERM/SIGUSR1, and the non-finite guard."""
+    from align.trainer_callbacks import reliability_callbacks
+
+    return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(metrics_log, s.save_total_limit)]
 
 
 def jsonl_callback(metrics_log: MetricsLog, prefix: str):
@@ -56,11 +64,27 @@ def jsonl_callback(metrics_log: MetricsLog, prefix: str):
     return LogToJsonl()
 
 
-def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from, announced, or None for a fresh start."""
-    from transformers.trainer_utils import get_last_checkpoint
+def train_from(trainer, checkpoint: str | None, max_steps: int) -> float | None:
+    """trainer.train(resume_from_checkpoint=checkpoint); returns the mean training loss of the steps trained now
+    (None if none). A checkpoint at max_steps is a finished training, so only its weights and state are loaded:
+    resumed there, the Trainer trains one step past max_steps (it checks the limit after a step, not before)."""
+    from safetensors.torch import load_model
+    from transformers import TrainerState
 
-    last = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
+    if checkpoint is not None and max_steps > 0:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if state.global_step >= max_steps:
+            load_model(trainer.model, str(Path(checkpoint) / "model.safetensors"))
+            trainer.state = state
+            return None
+    return trainer.train(resume_from_checkpoint=checkpoint).training_loss
+
+
+def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
+    """The newest complete checkpoint to resume from, announced, or None for a fresh start; metrics.jsonl is cut
+    back to what was logged when that checkpoint was written."""
+    last = checkpoints.resume_point(run_dir, resume)
+    MetricsLog(run_dir / "metrics.jsonl").keep_first(checkpoints.metrics_rows(last) if last else 0)
     if last:
         print(f"resuming from {last}")
-    return last
+    return str(last) if last else None

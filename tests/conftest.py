@@ -29,6 +29,23 @@ def run_module(module: str, *overrides: str, env: dict | None = None, timeout: i
                           capture_output=True, text=True, timeout=timeout)
 
 
+def start_module(module: str, *overrides: str, log: Path) -> subprocess.Popen:
+    """Start `python -m module overrides` in the background, its stdout and stderr going to the file `log`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *overrides], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until condition() holds; fails if the process ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the process ended (status {process.returncode}) before the condition held"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
 def world_dir(data_root: Path) -> Path:
     """Where the tiny world's files are under a data root."""
     (built,) = data_root.glob("tiny_world-*/tiny_world")

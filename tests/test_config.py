@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import CONF, _without_hydra, compose_config, run_module, tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf, open_dict
 
 from align.config import load
 from align.errors import UserError
@@ -68,3 +72,34 @@ def test_importing_align_does_not_import_torch():
 
     code = "import sys, align, align.config, data_prep; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def numeric_leaves(node, prefix: str = "") -> list[str]:
+    """Dotted keys of the int, float and bool values of a config (as plain containers)."""
+    if isinstance(node, dict):
+        return [k for key, child in node.items() for k in numeric_leaves(child, f"{prefix}{key}.")]
+    return [prefix[:-1]] if isinstance(node, (int, float, bool)) else []
+
+
+TINY = _without_hydra(compose_config("+experiment=tiny", "paths.root=/runs"))
+TINY_NUMERIC = numeric_leaves(OmegaConf.to_container(TINY, resolve=False))
+JUNK = st.text(alphabet="qxz", min_size=1, max_size=6)  # never parses as a number or a boolean
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.sampled_from(TINY_NUMERIC), junk=JUNK)
+def test_property_a_wrongly_typed_value_is_reported_with_its_key(key, junk):
+    cfg = TINY.copy()
+    OmegaConf.update(cfg, key, junk)
+    with pytest.raises(UserError, match=re.escape(f"'{key}'")):
+        load(cfg)
+
+
+@settings(max_examples=50, deadline=None)
+@given(section=st.sampled_from(["sft", "rm", "ppo", "eval", "data", "model", "paths"]), name=JUNK)
+def test_property_an_unknown_key_is_reported_with_its_name(section, name):
+    cfg = TINY.copy()
+    with open_dict(cfg):
+        OmegaConf.update(cfg, f"{section}.{name}", 1, force_add=True)
+    with pytest.raises(UserError, match=re.escape(f"{section}.{name}")):
+        load(cfg)

@@ -4,30 +4,26 @@ A checkpoint is a directory `checkpoint-<update>` holding the policy and value w
 and scheduler states, and one loop state per rank (update count, KL coefficient, the global RNG, the prompt-order and
 sampling generators, the prompts still queued). Under DeepSpeed, the weights and optimizer are the engine's own
 checkpoint (every rank its shard), so a run resumes with the same number of processes it was saved with. A checkpoint
-is written under a temporary name and renamed into place, so a kill never leaves a directory that resume would trust.
-Our files are loaded with `weights_only=True`; DeepSpeed loads its own with pickle.
+is written under a temporary name, flushed and marked complete (align.checkpoints), then renamed into place, so a
+kill never leaves a directory that resume would trust. Our files are loaded with `weights_only=True`; DeepSpeed loads
+its own with pickle.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import torch
 
-PATTERN = re.compile(r"^checkpoint-(\d+)$")
+from align import checkpoints
+
 DEEPSPEED_TAG = "deepspeed"  # the engine's own sub-directory
 
 
-def latest(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest update number, if any."""
-    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := PATTERN.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
-
-
-def save(run_dir: Path, update: int, accelerator, model, optimizer, scheduler, loop: dict, keep: int) -> Path:
+def save(run_dir: Path, update: int, accelerator, model, optimizer, scheduler, loop: dict, keep: int,
+         metrics_rows: int) -> Path:
     """Called on every rank with the prepared model and optimizer; each rank writes its own part."""
     from safetensors.torch import save_model
 
@@ -48,11 +44,11 @@ def save(run_dir: Path, update: int, accelerator, model, optimizer, scheduler, l
     torch.save({**loop, "rng": torch.get_rng_state()}, tmp / f"loop-rank{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        checkpoints.mark_complete(tmp, metrics_rows)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in sorted((p for p in run_dir.glob("checkpoint-*") if PATTERN.match(p.name)),
-                          key=lambda p: int(PATTERN.match(p.name).group(1)))[:-keep]:
-            shutil.rmtree(old)
+        checkpoints.fsync_dir(run_dir)
+        checkpoints.remove_old(run_dir, keep)
     accelerator.wait_for_everyone()
     return final
 

@@ -174,12 +174,15 @@ class PPOSettings:
     cliprange_value: float
     vf_coef: float
     whiten_rewards: bool
+    whiten_advantages: bool  # normalise GAE advantages over the batch (masked mean 0, variance 1)
     missing_eos_mode: str  # "replace" the score of a response without EOS by missing_eos_penalty, "subtract" it, "none"
     missing_eos_penalty: float
     ptx_coef: float  # gamma of InstructGPT eq. 2: weight of the LM loss on pretraining text; 0 is plain PPO
     ptx_batch_size: int  # pretraining texts per minibatch
     lora: LoraSettings
     log_every: int  # updates
+    gold_eval_every: int  # updates between gold-judge scores of the policy on held-out prompts; 0: off (needs a judge)
+    gold_eval_prompts: int  # how many held-out prompts (the first N) those scores use
     save_every: int  # updates between checkpoints; 0: none
     save_total_limit: int  # checkpoints kept
     resume: bool  # continue from the last checkpoint in the run directory if there is one

@@ -21,6 +21,7 @@ Writes  cfg.paths.ppo/: final/ (plain Hugging Face causal LM + tokenizer + chat 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +165,7 @@ def train(cfg: Config) -> dict:
         prompt_queue[:] = loop["prompt_queue"].tolist()
         print(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
     negative_kl_streak = 0
+    gold_eval_settings = dataclasses.replace(cfg.eval, num_prompts=s.gold_eval_prompts)
     for update in range(first_update, num_updates + 1):
         start = time.perf_counter()
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
@@ -199,7 +201,8 @@ def train(cfg: Config) -> dict:
 
         # 4. advantages: GAE over response tokens, then whitened over the batch
         advantages, returns = L.gae(rewards, values, mask, s.gamma, s.lam)
-        advantages = L.masked_whiten(advantages, mask)
+        if s.whiten_advantages:
+            advantages = L.masked_whiten(advantages, mask)
 
         # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx)
         update_start = time.perf_counter()
@@ -260,6 +263,14 @@ def train(cfg: Config) -> dict:
         metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
                         "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
                         "episodes": update * s.batch_size * world})
+        if s.gold_eval_every and (update % s.gold_eval_every == 0 or update == num_updates):
+            # The gold judge along training next to the proxy score, for the over-optimisation curve (Gao et al.
+            # 2022); sample() restores the RNG state, so this leaves the run's own sampling untouched.
+            gold_start = time.perf_counter()
+            with unwrapped_for_generation(model, accelerator) as unwrapped:
+                gold = gold_evaluation(unwrapped.policy, tokenizer, cfg.data, gold_eval_settings, cfg.seed)
+            metrics.update({f"eval/{k}": v for k, v in gold.items()})
+            metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
         for name, value in metrics.items():
             require_finite(name, value, f"PPO update {update}", run_dir)
         warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)

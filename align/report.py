@@ -1,0 +1,213 @@
+"""The answer of a sweep: one table of every variant and seed, their mean and spread, and two plots.
+
+    python -m align.report outputs/tiny/sweeps/pipeline     # the jobs of one sweep (a Hydra multirun directory)
+    python -m align.report outputs/tiny-seed*                # every evaluated variant under these run directories
+
+A variant's row comes from its evaluation (`eval-<variant>/eval.json`: the PPO model against the SFT model on
+held-out prompts) and its PPO run (`ppo-<variant>/metrics.jsonl`: the training time and the scores along training).
+
+Writes  <dir>/report/: report.md (per variant and seed; per variant mean ± std over seeds), frontier.png (gold and RM
+        score against KL to SFT, one point per run), overoptimization.png (the gold judge's and the reward model's
+        score along PPO against KL, Gao et al. 2022; the gold curve needs ppo.gold_eval_every > 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from statistics import mean, stdev
+
+from omegaconf import OmegaConf
+
+from align.eval_report import markdown_table
+
+POLICY = "ppo"  # the label of the trained policy in eval.json
+# (key in a run's row, column title, format)
+COLUMNS = (
+    ("gold_score", "gold score", "{:.3f}"),
+    ("rm_score", "RM score", "{:+.3f}"),
+    ("kl", "KL to SFT", "{:.2f}"),
+    ("response_tokens", "response tokens", "{:.1f}"),
+    ("eos_rate", "EOS rate", "{:.2f}"),
+    ("gold_win_rate", "win rate vs SFT (gold)", "{:.3f}"),
+    ("rm_win_rate", "win rate vs SFT (RM)", "{:.3f}"),
+    ("ppo_seconds", "PPO time (s)", "{:.0f}"),
+)
+TIME_KEYS = ("time/rollout_s", "time/score_s", "time/update_s", "time/gold_eval_s")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def update_rows(metrics_rows: list[dict]) -> list[dict]:
+    """PPO's per-update rows of metrics.jsonl (the last line holds the final numbers, not an update)."""
+    return [row for row in metrics_rows if "objective/kl" in row]
+
+
+def run_row(results: dict, run_name: str, variant: str, ppo_updates: list[dict]) -> dict:
+    """One run's row: the trained policy's numbers from eval.json and the seconds its PPO updates took."""
+    policy, reference = results["models"][POLICY], results["models"][results["reference"]]
+    row = {"run": run_name, "variant": variant, "seed": results["seed"],
+           **{key: policy[key] for key, _, _ in COLUMNS if key in policy},
+           **{f"reference_{key}": reference[key] for key in ("gold_score", "rm_score") if key in reference}}
+    if ppo_updates:
+        row["ppo_seconds"] = sum(u.get(k, 0.0) for u in ppo_updates for k in TIME_KEYS)
+    return row
+
+
+def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float | None, int]]]:
+    """variant -> key -> (mean, sample std (None for one seed), number of seeds), in the order variants first appear."""
+    by_variant: dict[str, list[dict]] = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    summary = {}
+    for variant, runs in by_variant.items():
+        summary[variant] = {}
+        for key, _, _ in COLUMNS:
+            values = [r[key] for r in runs if key in r]
+            if values:
+                summary[variant][key] = (mean(values), stdev(values) if len(values) > 1 else None, len(values))
+    return summary
+
+
+def training_curve(ppo_updates: list[dict]) -> dict[str, list[float]]:
+    """Along PPO: KL, the reward model's score and (where logged) the gold judge's, at the updates with a gold score
+    when there are any, else at every update."""
+    judged = [u for u in ppo_updates if "eval/gold_score" in u]
+    points = judged or ppo_updates
+    curve = {"episodes": [u["episodes"] for u in points], "kl": [u["objective/kl"] for u in points],
+             "rm_score": [u["objective/score"] for u in points]}
+    if judged:
+        curve["gold_score"] = [u["eval/gold_score"] for u in judged]
+    return curve
+
+
+def eval_dirs(directory: Path) -> list[Path]:
+    """The evaluation directories of a sweep (its jobs' configs name them) or under a directory (every eval.json)."""
+    if (directory / "multirun.yaml").is_file():
+        jobs = sorted(directory.glob("**/.hydra/config.yaml"))
+        return [Path(OmegaConf.load(job).paths.eval) for job in jobs]
+    return sorted(path.parent for path in directory.glob("**/eval.json") if not path.parent.name.endswith(".replaced"))
+
+
+def collect(directories: list[Path]) -> tuple[list[dict], dict[str, dict]]:
+    """Rows of every finished, evaluated run, and the PPO training curve of each (keyed by run/variant/seed)."""
+    rows, curves = [], {}
+    for eval_dir in dict.fromkeys(d for directory in directories for d in eval_dirs(directory)):
+        if not (eval_dir / "eval.json").is_file():
+            print(f"skipped {eval_dir}: no eval.json (not evaluated yet)", file=sys.stderr)
+            continue
+        results = json.loads((eval_dir / "eval.json").read_text())
+        if POLICY not in results.get("models", {}):  # e.g. the reward model's own eval.json
+            continue
+        config = OmegaConf.load(eval_dir / "config.resolved.yaml")
+        ppo_dir = eval_dir.parent / Path(config.paths.ppo).name  # the stage directories of one run are siblings
+        updates = update_rows(read_jsonl(ppo_dir / "metrics.jsonl"))
+        row = run_row(results, config.run_name, config.variant, updates)
+        rows.append(row)
+        if updates:
+            curves[f"{row['run']}/{row['variant']}/seed{row['seed']}"] = training_curve(updates)
+    rows.sort(key=lambda r: (r["variant"], r["seed"], r["run"]))
+    return rows, curves
+
+
+def markdown(rows: list[dict], summary: dict) -> str:
+    shown = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    per_run = [[r["variant"], str(r["seed"]), r["run"], *(fmt.format(r[k]) if k in r else "-" for k, _, fmt in shown)]
+               for r in rows]
+
+    def mean_std(stats: tuple[float, float | None, int] | None, fmt: str) -> str:
+        if stats is None:
+            return "-"
+        m, s, _ = stats
+        return fmt.format(m) + ("" if s is None else " ± " + fmt.format(s).lstrip("+"))
+
+    per_variant = [[variant, str(max(n for _, _, n in stats.values())),
+                    *(mean_std(stats.get(k), fmt) for k, _, fmt in shown)] for variant, stats in summary.items()]
+    titles = [title for _, title, _ in shown]
+    return "\n".join([
+        "# Sweep report\n",
+        f"{len(rows)} runs. Every number is the PPO model's on the held-out prompts of its evaluation (eval.json); "
+        "KL and win rates are against the SFT model, a tie counts half. PPO time: the PPO updates' wall time.\n",
+        "## Per variant and seed\n", markdown_table(["variant", "seed", "run", *titles], per_run),
+        "## Per variant: mean ± std over seeds\n", markdown_table(["variant", "seeds", *titles], per_variant),
+    ])
+
+
+def plot_frontier(path: Path, rows: list[dict]) -> None:
+    """Gold and RM score against KL to SFT, one point per run, one colour per variant."""
+    import matplotlib.pyplot as plt
+
+    panels = [(k, t) for k, t in (("gold_score", "gold score"), ("rm_score", "RM score")) if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+            runs = [r for r in rows if r["variant"] == variant and key in r and "kl" in r]
+            ax.scatter([r["kl"] for r in runs], [r[key] for r in runs], label=variant, color=f"C{i % 10}",
+                       marker="osD^v<>"[i // 10 % 7])  # ten colours, then another marker
+        references = [r[f"reference_{key}"] for r in rows if f"reference_{key}" in r]
+        ax.scatter([0.0] * len(references), references, marker="x", color="black", label="SFT")
+        ax.set_xlabel("KL to SFT (nats per response)")
+        ax.set_ylabel(f"{title} of the PPO model")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle("Reward against KL across variants")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_overoptimization(path: Path, curves: dict[str, dict]) -> None:
+    """Along PPO: the proxy (RM) score and the gold score, one colour per run, against episodes and against KL (Gao
+    et al. 2022). The KL and RM score are the update's rollout's; the gold score is the policy's after that update."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    x_axes = (("episodes", "episodes"), ("kl", "KL to SFT of the rollout (nats per response)"))
+    for ax, (x_key, x_title) in zip(axes, x_axes):
+        for i, (name, curve) in enumerate(curves.items()):
+            colour = f"C{i % 10}"
+            ax.plot(curve[x_key], curve["rm_score"], "--", marker=".", color=colour, label=f"{name} RM")
+            if "gold_score" in curve:
+                ax.plot(curve[x_key], curve["gold_score"], "-", marker=".", color=colour, label=f"{name} gold")
+        ax.set_xlabel(x_title)
+        ax.set_ylabel("score (RM: dashed, normalised; gold: solid)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, loc="best")
+    fig.suptitle("Gold and proxy (RM) score along PPO")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m align.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="a sweep directory or run directories (outputs/<run>)")
+    parser.add_argument("--out", type=Path, help="where report.md and the plots go (default: <first dir>/report)")
+    args = parser.parse_args(argv)
+    rows, curves = collect(args.dirs)
+    if not rows:
+        print(f"error: no evaluated PPO run (eval-*/eval.json with a '{POLICY}' model) under "
+              f"{', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = args.out or args.dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(markdown(rows, aggregate(rows)), encoding="utf-8")
+    plot_frontier(out / "frontier.png", rows)
+    if curves:
+        plot_overoptimization(out / "overoptimization.png", curves)
+    print(f"{len(rows)} runs: {out / 'report.md'}, {out / 'frontier.png'}"
+          + (f", {out / 'overoptimization.png'}" if curves else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,12 +92,15 @@ def tiny_pipeline(tmp_path_factory, tiny_data_root) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(root / "first.log", "w") as log:
         first = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 1200
-        while first.poll() is None and not list((root / "tiny" / "ppo-baseline").glob("checkpoint-*")):
-            assert time.monotonic() < deadline, "the pipeline wrote no PPO checkpoint in 20 minutes"
-            time.sleep(0.5)
-        first.kill()
-        first.wait()
+        try:
+            deadline = time.monotonic() + 2400
+            while first.poll() is None and not list((root / "tiny" / "ppo-baseline").glob("checkpoint-*")):
+                assert time.monotonic() < deadline, "the pipeline wrote no PPO checkpoint in 40 minutes"
+                time.sleep(0.5)
+            assert first.poll() is None, f"the pipeline ended before PPO's first checkpoint: see {root}/first.log"
+        finally:
+            first.kill()
+            first.wait()
     rerun = run_module("align.pipeline", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     (root / "rerun.log").write_text(rerun.stdout + rerun.stderr)

@@ -222,14 +222,16 @@ def gpt2_config(cfg, tokenizer, seq_len: int):
 
 
 def build_model(config, tokenizer, seed: int):
-    """A freshly initialised model: every configuration of one model starts from the same weights."""
+    """A freshly initialised model: every configuration of one model starts from the same weights. Set up as
+    align.models.load_causal_lm sets up the models the stages train (chat token ids, the fused GELU kernel)."""
     from transformers import GPT2LMHeadModel
 
-    from align.models import set_chat_token_ids
+    from align.models import set_chat_token_ids, use_fused_gelu
 
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     set_chat_token_ids(model, tokenizer)
+    use_fused_gelu(model)
     return model
 
 

@@ -37,6 +37,10 @@ from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start
 
 
 def train(cfg: Config) -> dict:
+    if cfg.ppo.algorithm != "ppo":  # RLOO, GRPO or DPO from TRL in PPO's place
+        from align.trl_alternatives import train as train_alternative
+
+        return train_alternative(cfg)
     import torch
     from accelerate import Accelerator
 

@@ -29,7 +29,7 @@ ABLATIONS = {
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
     "rloo": ({"ppo.algorithm": "rloo"}, set()),
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
-    "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.1}, set()),
+    "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
 

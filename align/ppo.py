@@ -12,6 +12,8 @@ tokens after a response's first EOS are padding. A response without EOS gets the
 
     python -m align.ppo +experiment=tiny                 # offline, CPU, after align.sft and align.rm
     python -m align.ppo +experiment=small
+    python -m align.ppo +experiment=tiny +ablation=grpo  # TRL's RLOO, GRPO or DPO in PPO's place (ppo.algorithm):
+                                                         # align/trl_alternatives.py
 
 Reads   cfg.ppo.policy_init (${paths.sft}/final), cfg.ppo.value_init / reward_model (${paths.rm}/final),
         cfg.data.prompts_train, cfg.data.ptx_train (PPO-ptx)

@@ -29,6 +29,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from align.config import Config
+from align.distributed import main_process_first
 from align.errors import UserError
 from align.runs import MetricsLog, finish_run, start_run
 from align.trainer_callbacks import reliability_callbacks
@@ -51,6 +52,11 @@ def train(cfg: Config) -> dict:
     for upstream, stage in upstreams:
         if upstream.startswith(cfg.paths.root) and not Path(upstream).is_dir():
             raise UserError(f"no model at {upstream}: run `python -m {stage}` with the same overrides first")
+    if s.ptx_coef > 0 or s.lora.enabled:
+        raise UserError(f"ppo.ptx_coef and ppo.lora apply to PPO only, not to ppo.algorithm={s.algorithm}")
+    if cfg.distributed.deepspeed_zero_stage == 3:  # the RM reward's KL and the gold judge use the plain policy
+        raise UserError(f"ppo.algorithm={s.algorithm} is not supported under DeepSpeed ZeRO-3: launch with zero2.yaml "
+                        "or ddp.yaml")
     per_step = s.batch_size * cfg.distributed.world_size
     steps = s.total_episodes // per_step
     if steps < 1:
@@ -62,7 +68,8 @@ def train(cfg: Config) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     data_file = cfg.data.prompts_train if s.algorithm in ONLINE else cfg.data.prefs_train
-    ensure_prepared(cfg.data, [data_file, cfg.data.prompts_eval])
+    with main_process_first():
+        ensure_prepared(cfg.data, [data_file, cfg.data.prompts_eval])
     tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
     policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
     reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)

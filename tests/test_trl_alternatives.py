@@ -1,12 +1,20 @@
 """RLOO, GRPO and DPO in PPO's place, end to end: one Hydra sweep over the three ablations through the pipeline on
-the tiny run's SFT and RM, then `align.report` reading it."""
+the tiny run's SFT and RM, then `align.report` reading it; GRPO killed and resumed."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
-from conftest import run_module
+import torch
+from conftest import REPO, run_module, wait_for
+from safetensors.torch import load_file
+
+from align.checkpoints import is_complete
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +65,33 @@ def test_report_has_a_row_per_algorithm_with_its_training_time(sweep, tmp_path):
     for algorithm in ALGORITHMS:
         (line,) = [line for line in per_run.splitlines() if line.startswith(f"| {algorithm} |")]
         assert line.rstrip(" |").split("|")[-1].strip() != "-"  # PPO time (s), the last column
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tiny_pipeline, tiny_data_root):
+    """GRPO killed (SIGKILL) after its first checkpoint and run again: the same final weights (bitwise) and scores."""
+    common = ["+experiment=tiny", "+ablation=grpo", f"paths.root={tiny_pipeline}", f"paths.data={tiny_data_root}",
+              "ppo.total_episodes=320", "ppo.save_every=2", "eval.num_prompts=10"]
+    straight = run_module("align.ppo", *common, "variant=grpo-straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run_dir = tiny_pipeline / "tiny" / "ppo-grpo-resumed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "align.ppo", *common, "variant=grpo-resumed"], cwd=REPO,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: is_complete(run_dir / "checkpoint-2"), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "final").exists(), "the run finished before it could be interrupted"
+    resumed = run_module("align.ppo", *common, "variant=grpo-resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+
+    a = load_file(tiny_pipeline / "tiny" / "ppo-grpo-straight" / "final" / "model.safetensors")
+    b = load_file(run_dir / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def scores(path):
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        return [(row["step"], row["objective/score"]) for row in rows if "time/update_s" in row]
+
+    assert scores(run_dir) == scores(tiny_pipeline / "tiny" / "ppo-grpo-straight")

@@ -52,6 +52,7 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
             # Mean-initialised new rows keep the first sampled turn tokens from dominating the softmax.
             lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     set_chat_token_ids(lm, tokenizer)
+    use_fused_gelu(lm)
     return lm
 
 
@@ -83,3 +84,21 @@ def set_chat_token_ids(lm, tokenizer) -> None:
         config.eos_token_id = tokenizer.eos_token_id
         config.pad_token_id = tokenizer.pad_token_id
         config.bos_token_id = tokenizer.bos_token_id
+
+
+def use_fused_gelu(model) -> None:
+    """Swap GPT-2's "gelu_new" (the tanh approximation written out in Python: seven tensor operations forward, more
+    backward) for "gelu_pytorch_tanh", PyTorch's single-kernel implementation of the same formula.
+
+    The function is unchanged (outputs agree to float rounding); a small model trains about 10% faster on a CPU. The
+    config says so, so a saved model loads with the fused kernel.
+    """
+    from transformers.activations import ACT2FN, NewGELUActivation
+
+    swapped = False
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = ACT2FN["gelu_pytorch_tanh"]
+            swapped = True
+    if swapped:
+        model.config.activation_function = "gelu_pytorch_tanh"

@@ -57,11 +57,13 @@ def train(cfg: Config) -> dict:
     from align.rlhf.policy_value import (
         PolicyAndValue,
         add_lora,
+        entropy,
         lm_logits,
         response_logprobs,
         response_values,
         unwrapped_for_generation,
     )
+    from align.rlhf.rollout import sample_responses
     from data_prep.prepare import ensure_prepared
 
     s = cfg.ppo
@@ -114,7 +116,7 @@ def train(cfg: Config) -> dict:
     disable_dropout(model)
     disable_dropout(reward_model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=s.adam_eps, foreach=True)
+    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=s.adam_eps, fused=True)
     world = accelerator.num_processes
     num_updates = s.total_episodes // (s.batch_size * world)
     if num_updates < 1:
@@ -159,8 +161,6 @@ def train(cfg: Config) -> dict:
         width = max(len(r) for r in rows)
         return torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=accelerator.device)
 
-    generation = dict(do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0, max_new_tokens=s.response_tokens,
-                      min_new_tokens=0, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=None)
     kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
     metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
@@ -177,22 +177,22 @@ def train(cfg: Config) -> dict:
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
         queries = left_pad(next_prompts())
         context_length = queries.shape[1]
-        with torch.no_grad(), unwrapped_for_generation(model, accelerator) as unwrapped:
-            output = unwrapped.policy.generate(input_ids=queries, attention_mask=(queries != pad_id).long(),
-                                              **generation)
-        responses, mask = L.truncate_after_eos(output[:, context_length:], eos_id, pad_id)
+        with unwrapped_for_generation(model, accelerator) as unwrapped:
+            sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, s.response_tokens, s.temperature)
+        responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
         query_responses = torch.cat([queries, responses], dim=1)
         rollout_s = time.perf_counter() - start
 
         # 2. score: old logprobs and values, reference logprobs, RM score at the EOS; the EOS trick
         score_start = time.perf_counter()
         with torch.no_grad():
-            logits, all_values = model(query_responses, pad_id)
-            logprobs, _ = response_logprobs(logits, query_responses, context_length, s.temperature)
+            logits, all_values = model(query_responses, pad_id, context_length)
+            logprobs = response_logprobs(logits, responses, s.temperature)
+            rollout_entropy = entropy(logits, s.temperature)  # of the policy that sampled
             values = response_values(all_values, context_length)
             with as_reference() as ref:
-                ref_logits = lm_logits(ref, query_responses, pad_id)
-            ref_logprobs, _ = response_logprobs(ref_logits, query_responses, context_length, s.temperature)
+                ref_logits = lm_logits(ref, query_responses, pad_id, context_length)
+            ref_logprobs = response_logprobs(ref_logits, responses, s.temperature)
             raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
         raw_scores = faults.poison("reward", update, raw_scores)
         require_finite("reward model score", raw_scores, f"PPO update {update}", run_dir)
@@ -217,9 +217,8 @@ def train(cfg: Config) -> dict:
         minibatch_size = s.batch_size // s.num_minibatches
         for _ in range(s.ppo_epochs):
             for idx in torch.randperm(s.batch_size, generator=sampling).split(minibatch_size):
-                new_logits, new_all_values = model(query_responses[idx], pad_id)
-                new_logprobs, entropy = response_logprobs(new_logits, query_responses[idx], context_length,
-                                                          s.temperature, with_entropy=True)
+                new_logits, new_all_values = model(query_responses[idx], pad_id, context_length)
+                new_logprobs = response_logprobs(new_logits, responses[idx], s.temperature)
                 new_values = response_values(new_all_values, context_length)
                 pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
                                                   s.cliprange)
@@ -244,7 +243,7 @@ def train(cfg: Config) -> dict:
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
-                              "entropy": L.masked_mean(entropy, mask[idx]).detach(), "ptx_loss": ptx_loss.detach()})
+                              "ptx_loss": ptx_loss.detach()})
         scheduler.step()
 
         # 6. log (reduced over ranks)
@@ -257,7 +256,8 @@ def train(cfg: Config) -> dict:
             "rollout/response_tokens": mask.sum(dim=1).float().mean(),
             "rollout/eos_rate": has_eos.float().mean(),
             **{f"policy/{k}": torch.stack([st[k] for st in stats]).mean()
-               for k in ("clipfrac", "approx_kl", "ratio", "entropy", "pg_loss")},
+               for k in ("clipfrac", "approx_kl", "ratio", "pg_loss")},
+            "policy/entropy": L.masked_mean(rollout_entropy, mask),
             "value/loss": torch.stack([st["vf_loss"] for st in stats]).mean(),
             "value/clipfrac": torch.stack([st["vf_clipfrac"] for st in stats]).mean(),
             "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from align.config import ModelConfig
 from align.hub import load_local_or_hub
-from align.models import scratch_config, set_chat_token_ids
+from align.models import scratch_config, set_chat_token_ids, use_fused_gelu
 
 
 def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
@@ -45,6 +45,7 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
         d = rm.config.hidden_size
         torch.nn.init.normal_(rm.score.weight, std=1 / (d + 1) ** 0.5)
     set_chat_token_ids(rm, tokenizer)
+    use_fused_gelu(rm)
     disable_dropout(rm)
     return rm
 

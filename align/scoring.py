@@ -32,7 +32,8 @@ def response_logprob_sums(lm, completions: list[Completion], pad_id: int, temper
         batch = completions[start : start + batch_size]
         input_ids, width = rollout_layout(batch, pad_id)
         with torch.no_grad():
-            logprobs, _ = response_logprobs(lm_logits(lm, input_ids, pad_id), input_ids, width, temperature)
+            logprobs = response_logprobs(lm_logits(lm, input_ids, pad_id, width), input_ids[:, width:],
+                                            temperature)
         lengths = torch.tensor([len(c.response_ids) for c in batch])
         mask = torch.arange(logprobs.shape[1])[None, :] < lengths[:, None]
         sums.append((logprobs * mask).sum(dim=1))

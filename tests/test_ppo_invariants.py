@@ -14,7 +14,8 @@ from conftest import tiny_config
 
 from align.reward import disable_dropout, load_reward_model, reward_at_eos
 from align.rlhf import losses as L
-from align.rlhf.policy_value import PolicyAndValue, lm_logits, response_logprobs, response_values
+from align.rlhf.policy_value import PolicyAndValue, entropy, lm_logits, response_logprobs, response_values
+from align.rlhf.rollout import sample_responses
 
 TEMPERATURE = 0.7
 PROMPTS = [
@@ -43,14 +44,9 @@ def world(tiny_data_root):
     width = max(map(len, rows)) + 2  # at least two pads on every prompt
     queries = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     torch.manual_seed(0)
-    with torch.no_grad():
-        out = policy.generate(input_ids=queries, attention_mask=(queries != pad).long(), do_sample=True,
-                              temperature=TEMPERATURE, top_k=0, top_p=1.0, max_new_tokens=12, eos_token_id=eos,
-                              pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
-    responses, mask = L.truncate_after_eos(out.sequences[:, width:], eos, pad)
+    responses, mask = L.truncate_after_eos(sample_responses(policy, queries, pad, eos, 12, TEMPERATURE), eos, pad)
     return dict(tokenizer=tokenizer, model=model, reference=reference, reward_model=reward_model, queries=queries,
-                responses=responses, mask=mask, scores=out.scores, query_responses=torch.cat([queries, responses], 1),
-                context=width)
+                responses=responses, mask=mask, query_responses=torch.cat([queries, responses], 1), context=width)
 
 
 def test_dropout_is_off_and_forward_is_deterministic_in_train_mode(world):
@@ -63,16 +59,61 @@ def test_dropout_is_off_and_forward_is_deterministic_in_train_mode(world):
 
 
 def test_forward_logprobs_match_generation_at_the_sampling_temperature(world):
-    """generate's scores are the logits divided by the temperature and nothing else (no top-k/top-p)."""
-    pad = world["tokenizer"].pad_token_id
+    """Teacher-forced logprobs at temperature t are those of generate(temperature=t, top_k=0, top_p=1): the logits
+    divided by the temperature and nothing else."""
+    pad, eos, queries = world["tokenizer"].pad_token_id, world["tokenizer"].eos_token_id, world["queries"]
+    policy, context = world["model"].policy, world["context"]
+    torch.manual_seed(1)
     with torch.no_grad():
-        logits, _ = world["model"](world["query_responses"], pad)
-    logprobs, _ = response_logprobs(logits, world["query_responses"], world["context"], TEMPERATURE)
-    generated = torch.stack(world["scores"], dim=1).log_softmax(-1)  # (B, T, V)
-    n = generated.shape[1]
-    from_generate = generated.gather(-1, world["responses"][:, :n, None])[..., 0]
-    mask = world["mask"][:, :n].bool()
-    assert torch.allclose(logprobs[:, :n][mask], from_generate[mask], atol=1e-4)
+        out = policy.generate(input_ids=queries, attention_mask=(queries != pad).long(), do_sample=True,
+                              temperature=TEMPERATURE, top_k=0, top_p=1.0, max_new_tokens=12, eos_token_id=eos,
+                              pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
+        responses, mask = L.truncate_after_eos(out.sequences[:, context:], eos, pad)
+        logits = lm_logits(policy, torch.cat([queries, responses], 1), pad, context)
+    logprobs = response_logprobs(logits, responses, TEMPERATURE)
+    generated = torch.stack(out.scores, dim=1).log_softmax(-1)  # (B, T, V)
+    from_generate = generated.gather(-1, responses[..., None])[..., 0]
+    assert torch.allclose(logprobs[mask.bool()], from_generate[mask.bool()], atol=1e-4)
+
+
+def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world):
+    """Replaying the sampler's random draws against the full prefix, without a cache: at every step the token is the
+    one softmax(teacher-forced logits / t) gives that draw, so positions, the cache and the temperature are right;
+    after a row's EOS only pad follows, and sampling stops once every row has ended."""
+    from align.rlhf.rollout import inverse_cdf_sample
+
+    pad, eos, policy, queries = world["tokenizer"].pad_token_id, world["tokenizer"].eos_token_id, \
+        world["model"].policy, world["queries"]
+    torch.manual_seed(5)
+    sampled = sample_responses(policy, queries, pad, eos, 20, TEMPERATURE)
+    torch.manual_seed(5)
+    sequence, ended, replayed = queries, torch.zeros(len(queries), dtype=torch.bool), []
+    for _ in range(sampled.shape[1]):
+        with torch.no_grad():
+            logits = lm_logits(policy, sequence, pad)[:, -1]
+        drawn = inverse_cdf_sample(torch.softmax(logits / TEMPERATURE, -1), torch.rand(len(queries),
+                                                                                        dtype=torch.float64))
+        token = torch.where(ended, pad, drawn)
+        replayed.append(token)
+        ended |= token == eos
+        sequence = torch.cat([sequence, token[:, None]], 1)
+    assert torch.equal(sampled, torch.stack(replayed, 1))
+    assert sampled.shape[1] == 20 or bool(ended.all())
+
+
+def test_inverse_cdf_sampling_is_exact():
+    """Evenly spaced draws land on each token in proportion to its probability; zero-probability tokens never."""
+    from align.rlhf.rollout import inverse_cdf_sample
+
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.25, 0.65, 0.0])
+    n = 2000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    tokens = inverse_cdf_sample(probs.expand(n, -1), uniforms)
+    counts = torch.bincount(tokens, minlength=len(probs))
+    assert counts.tolist() == [0, 200, 0, 500, 1300, 0]
+    # The extreme draws of [0, 1) land on the first and the last token that can be drawn, never beside them.
+    extremes = torch.tensor([0.0, 1.0 - 1e-12], dtype=torch.float64)
+    assert inverse_cdf_sample(probs.expand(2, -1), extremes).tolist() == [4, 1]
 
 
 def test_left_padding_does_not_change_logits(world):
@@ -90,9 +131,10 @@ def test_step_zero_invariants(world):
     tokenizer, model, q_r, context = world["tokenizer"], world["model"], world["query_responses"], world["context"]
     pad, mask = tokenizer.pad_token_id, world["mask"]
     with torch.no_grad():
-        logits, all_values = model(q_r, pad)
-        old_logprobs, _ = response_logprobs(logits, q_r, context, TEMPERATURE)
-        ref_logprobs, _ = response_logprobs(lm_logits(world["reference"], q_r, pad), q_r, context, TEMPERATURE)
+        logits, all_values = model(q_r, pad, context)
+        old_logprobs = response_logprobs(logits, world["responses"], TEMPERATURE)
+        ref_logprobs = response_logprobs(lm_logits(world["reference"], q_r, pad, context), world["responses"],
+                                         TEMPERATURE)
         scores = reward_at_eos(world["reward_model"], q_r, (q_r != pad).long())
     # KL to the reference is exactly 0, not merely small, with either estimator.
     for estimator in ("k1", "k3"):
@@ -106,8 +148,8 @@ def test_step_zero_invariants(world):
     rewards = L.shape_rewards(scores, L.kl_per_token(old_logprobs, ref_logprobs, "k1") * mask, mask, 0.05)
     advantages, returns = L.gae(rewards, values, mask, 1.0, 0.95)
     advantages = L.masked_whiten(advantages, mask)
-    new_logits, new_values = model(q_r, pad)
-    new_logprobs, _ = response_logprobs(new_logits, q_r, context, TEMPERATURE)
+    new_logits, new_values = model(q_r, pad, context)
+    new_logprobs = response_logprobs(new_logits, world["responses"], TEMPERATURE)
     _, stats = L.policy_loss(new_logprobs, old_logprobs, advantages, mask, 0.2)
     assert stats["ratio"].item() == 1.0 and stats["clipfrac"].item() == 0.0 and stats["approx_kl"].item() == 0.0
     _, vf_stats = L.value_loss(response_values(new_values, context), values, returns, mask, 0.2)
@@ -128,11 +170,20 @@ def test_logprobs_and_entropy_match_the_plain_formulas():
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 50) * 3
     tokens = torch.randint(50, (2, 6))
-    logprobs, entropy = response_logprobs(logits, tokens, 1, TEMPERATURE, with_entropy=True)
-    scaled = logits[:, :-1] / TEMPERATURE
-    log_softmax = scaled.log_softmax(-1)
-    assert torch.allclose(logprobs, log_softmax.gather(-1, tokens[:, 1:, None])[..., 0], atol=1e-5)
-    assert torch.allclose(entropy, -(log_softmax.exp() * log_softmax).sum(-1), atol=1e-5)
+    logprobs = response_logprobs(logits, tokens, TEMPERATURE)
+    probs = torch.softmax(logits.double() / TEMPERATURE, -1)
+    assert torch.allclose(logprobs.double(), probs.gather(-1, tokens[..., None])[..., 0].log(), atol=1e-5)
+    assert torch.allclose(entropy(logits, TEMPERATURE).double(), -(probs * probs.log()).sum(-1), atol=1e-5)
+
+
+def test_response_logits_are_the_full_logits_that_predict_the_response(world):
+    """lm_logits(..., response_from=C) computes the LM head only where it predicts tokens C.. (positions C-1..L-2)."""
+    pad, q_r, context = world["tokenizer"].pad_token_id, world["query_responses"], world["context"]
+    with torch.no_grad():
+        full = lm_logits(world["reference"], q_r, pad)
+        response_only = lm_logits(world["reference"], q_r, pad, context)
+    assert response_only.shape[1] == q_r.shape[1] - context
+    assert torch.allclose(response_only, full[:, context - 1 : -1], atol=1e-5)
 
 
 def test_lora_starts_at_the_sft_model_and_its_reference_stays_there(world):

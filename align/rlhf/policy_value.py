@@ -27,19 +27,27 @@ class PolicyAndValue(nn.Module):
         """Read by TRL's unwrap_model_for_generation, which gathers ZeRO-3 weights for generation."""
         return False
 
-    def forward(self, input_ids: torch.Tensor, pad_id: int, with_values: bool = True):
-        """(policy logits (B, L, V), value head outputs (B, L) or None) for every position."""
-        logits = lm_logits(self.policy, input_ids, pad_id)
+    def forward(self, input_ids: torch.Tensor, pad_id: int, response_from: int | None = None, with_values: bool = True):
+        """(policy logits, value head outputs (B, L) or None at every position); the logits as lm_logits returns
+        them for `response_from`."""
+        logits = lm_logits(self.policy, input_ids, pad_id, response_from)
         if not with_values:
             return logits, None
         mask = (input_ids != pad_id).long()
         return logits, head_outputs(self.value, input_ids, mask, position_ids(mask))
 
 
-def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """(B, L, V) logits of a causal LM on a padded batch, attention and positions from `input_ids != pad_id`."""
+def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int, response_from: int | None = None) -> torch.Tensor:
+    """Logits of a causal LM on a padded batch, attention and positions from `input_ids != pad_id`.
+
+    (B, L, V) at every position; with response_from=C, (B, L - C, V): only the logits that predict tokens C..L-1 (the
+    response), those at positions C-1..L-2. The LM head over the vocabulary is most of a small model's cost, and the
+    prompt's logits are never used.
+    """
     mask = (input_ids != pad_id).long()
-    return lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+    keep = 0 if response_from is None else torch.arange(response_from - 1, input_ids.shape[1] - 1,
+                                                        device=input_ids.device)
+    return lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
 
 
 def head_outputs(classifier: nn.Module, input_ids, attention_mask, positions) -> torch.Tensor:
@@ -65,21 +73,23 @@ def add_lora(policy: nn.Module, value: nn.Module, r: int, alpha: float, target_m
     return get_peft_model(policy, config("CAUSAL_LM")), get_peft_model(value, config("SEQ_CLS"))
 
 
-def response_logprobs(logits: torch.Tensor, query_response: torch.Tensor, context_length: int, temperature: float,
-                      with_entropy: bool = False):
-    """(logprobs, entropy or None), each (B, T): of each response token under logits / temperature.
+def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, T) log-probability of each response token under softmax(logits / temperature).
 
-    The logits at position p predict token p + 1, hence the slice one to the left of the response. The log-softmax is
-    never materialised over the vocabulary: logprob = logit - logsumexp(logits).
+    `logits` (B, T, V) are the ones that predict the response tokens (B, T): lm_logits(..., response_from=C) of the
+    query + response, whose responses are query_response[:, C:]. A token's log-probability is minus its
+    cross-entropy, whose fused kernel is the cheapest log-softmax with a gradient.
     """
-    logits = logits[:, context_length - 1 : -1].float() / temperature
-    responses = query_response[:, context_length:]
-    normaliser = torch.logsumexp(logits, dim=-1)
-    logprobs = logits.gather(-1, responses[..., None])[..., 0] - normaliser
-    if not with_entropy:
-        return logprobs, None
-    entropy = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return logprobs, entropy
+    scaled = logits.float() / temperature
+    return -torch.nn.functional.cross_entropy(scaled.flatten(0, 1), responses.flatten(),
+                                              reduction="none").view_as(responses)
+
+
+def entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, T) entropy of softmax(logits / temperature) at each position; a statistic, so without a gradient."""
+    with torch.no_grad():
+        log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+        return -(log_probs.exp() * log_probs).sum(dim=-1)
 
 
 @contextmanager

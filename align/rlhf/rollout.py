@@ -1,0 +1,52 @@
+"""PPO's sampler: temperature-only sampling from left-padded prompts with a key/value cache, stopping at EOS.
+
+It samples what `generate(do_sample=True, temperature=t, top_k=0, top_p=1.0)` samples, without generate's per-step
+machinery (logits processors, stopping criteria, model-input preparation) and without `torch.multinomial`, which on
+a CPU draws a random number per vocabulary entry: together they cost more than the forward pass of a small policy.
+Positions skip the left padding, as in every teacher-forced pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from align.reward import position_ids
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """(B,) the token of each row whose cumulative-probability interval holds its uniform draw in [0, 1).
+
+    Exact for any distribution: token i is drawn with probability probs[i]; a zero-probability token never is. The
+    cumulative sum is in float64 so that rounding over a large vocabulary cannot move mass between tokens.
+    """
+    cdf = probs.double().cumsum(dim=-1)
+    # The first token whose cumulative probability reaches a target in (0, total]: a zero-probability token's
+    # interval is empty at either end of the vocabulary. Scaled by the total, as probs need not sum to 1 exactly.
+    targets = (1.0 - uniforms.double()[:, None]) * cdf[:, -1:]
+    return torch.searchsorted(cdf, targets)[:, 0]
+
+
+@torch.no_grad()
+def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_new_tokens: int,
+                     temperature: float) -> torch.Tensor:
+    """(B, T <= max_new_tokens) tokens sampled from softmax(logits / temperature), from torch's global random
+    stream; after a row's EOS only pad. Stops once every row has ended."""
+    attention_mask = (queries != pad_id).long()
+    positions = position_ids(attention_mask)
+    outputs = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                 logits_to_keep=1)
+    unfinished = torch.ones(queries.shape[0], dtype=torch.bool, device=queries.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        probs = torch.softmax(outputs.logits[:, -1].float() / temperature, dim=-1)
+        uniforms = torch.rand(queries.shape[0], dtype=torch.float64, device=queries.device)
+        next_tokens = torch.where(unfinished, inverse_cdf_sample(probs, uniforms), pad_id)
+        tokens.append(next_tokens)
+        unfinished &= next_tokens != eos_id
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        outputs = lm(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions,
+                     past_key_values=outputs.past_key_values, use_cache=True)
+    return torch.stack(tokens, dim=1)

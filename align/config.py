@@ -149,6 +149,7 @@ class LoraSettings:
 class PPOSettings:
     """PPO against the reward model (InstructGPT step 3); names follow the papers' symbols."""
 
+    algorithm: str  # "ppo" (align.ppo), or TRL's "rloo", "grpo" or "dpo" in PPO's place (align.trl_alternatives)
     policy_init: str  # the SFT model: initial policy and frozen reference
     value_init: str  # the value model starts as the reward model (InstructGPT, Stiennon et al.)
     reward_model: str  # frozen, normalised reward model
@@ -179,6 +180,8 @@ class PPOSettings:
     missing_eos_penalty: float
     ptx_coef: float  # gamma of InstructGPT eq. 2: weight of the LM loss on pretraining text; 0 is plain PPO
     ptx_batch_size: int  # pretraining texts per minibatch
+    num_generations: int  # rloo, grpo: completions sampled per prompt (batch_size and total_episodes count completions)
+    dpo_beta: float  # dpo: beta of the DPO loss (the implicit KL coefficient)
     lora: LoraSettings
     log_every: int  # updates
     gold_eval_every: int  # updates between gold-judge scores of the policy on held-out prompts; 0: off (needs a judge)

@@ -12,6 +12,8 @@ tokens after a response's first EOS are padding. A response without EOS gets the
 
     python -m align.ppo +experiment=tiny                 # offline, CPU, after align.sft and align.rm
     python -m align.ppo +experiment=small
+    python -m align.ppo +experiment=tiny +ablation=grpo  # TRL's RLOO, GRPO or DPO in PPO's place (ppo.algorithm):
+                                                         # align/trl_alternatives.py
 
 Reads   cfg.ppo.policy_init (${paths.sft}/final), cfg.ppo.value_init / reward_model (${paths.rm}/final),
         cfg.data.prompts_train, cfg.data.ptx_train (PPO-ptx)
@@ -37,6 +39,10 @@ from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start
 
 
 def train(cfg: Config) -> dict:
+    if cfg.ppo.algorithm != "ppo":  # RLOO, GRPO or DPO from TRL in PPO's place
+        from align.trl_alternatives import train as train_alternative
+
+        return train_alternative(cfg)
     import torch
     from accelerate import Accelerator
 

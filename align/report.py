@@ -4,7 +4,8 @@
     python -m align.report outputs/tiny-seed*                # every evaluated variant under these run directories
 
 A variant's row comes from its evaluation (`eval-<variant>/eval.json`: the PPO model against the SFT model on
-held-out prompts) and its PPO run (`ppo-<variant>/metrics.jsonl`: the training time and the scores along training).
+held-out prompts) and its PPO run (`ppo-<variant>/metrics.jsonl`: the training time and the scores along training;
+for the RLOO, GRPO and DPO variants, the run of that algorithm in PPO's place).
 
 Writes  <dir>/report/: report.md (per variant and seed; per variant mean ± std over seeds), frontier.png (gold and RM
         score against KL to SFT, one point per run), overoptimization.png (the gold judge's and the reward model's
@@ -45,8 +46,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def update_rows(metrics_rows: list[dict]) -> list[dict]:
-    """PPO's per-update rows of metrics.jsonl (the last line holds the final numbers, not an update)."""
-    return [row for row in metrics_rows if "objective/kl" in row]
+    """The per-update rows of metrics.jsonl, PPO's or a TRL trainer's in its place (the last line holds the final
+    numbers, not an update)."""
+    return [row for row in metrics_rows if "time/update_s" in row]
 
 
 def run_row(results: dict, run_name: str, variant: str, ppo_updates: list[dict]) -> dict:
@@ -77,9 +79,12 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float | None
 
 def training_curve(ppo_updates: list[dict]) -> dict[str, list[float]]:
     """Along PPO: KL, the reward model's score and (where logged) the gold judge's, at the updates with a gold score
-    when there are any, else at every update."""
-    judged = [u for u in ppo_updates if "eval/gold_score" in u]
-    points = judged or ppo_updates
+    when there are any, else at every update; {} for a run that samples nothing while it trains (DPO)."""
+    rollouts = [u for u in ppo_updates if "objective/kl" in u]
+    judged = [u for u in rollouts if "eval/gold_score" in u]
+    points = judged or rollouts
+    if not points:
+        return {}
     curve = {"episodes": [u["episodes"] for u in points], "kl": [u["objective/kl"] for u in points],
              "rm_score": [u["objective/score"] for u in points]}
     if judged:
@@ -110,8 +115,9 @@ def collect(directories: list[Path]) -> tuple[list[dict], dict[str, dict]]:
         updates = update_rows(read_jsonl(ppo_dir / "metrics.jsonl"))
         row = run_row(results, config.run_name, config.variant, updates)
         rows.append(row)
-        if updates:
-            curves[f"{row['run']}/{row['variant']}/seed{row['seed']}"] = training_curve(updates)
+        curve = training_curve(updates)
+        if curve:
+            curves[f"{row['run']}/{row['variant']}/seed{row['seed']}"] = curve
     rows.sort(key=lambda r: (r["variant"], r["seed"], r["run"]))
     return rows, curves
 

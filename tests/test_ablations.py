@@ -27,6 +27,9 @@ ABLATIONS = {
     "ppo_epochs_1": ({"ppo.ppo_epochs": 1}, set()),
     "ppo_minibatches_8": ({"ppo.num_minibatches": 8}, set()),
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
+    "rloo": ({"ppo.algorithm": "rloo"}, set()),
+    "grpo": ({"ppo.algorithm": "grpo"}, set()),
+    "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
 

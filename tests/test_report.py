@@ -56,3 +56,12 @@ def test_markdown_has_one_row_per_run_and_one_per_variant():
     assert "| a | 0 | tiny | 0.700 | +0.400 | 1.00 |" in per_run and "| b | 0 | tiny | 0.500 |" in per_run
     assert "| a | 2 | 0.750 ± 0.071 | +0.400 ± 0.000 |" in per_variant
     assert "| b | 1 | 0.500 | +0.400 |" in per_variant
+
+
+def test_a_run_without_rollouts_has_its_time_and_no_curve():
+    """DPO in PPO's place: its rows have a wall time and the gold judge, no RM score or KL of samples."""
+    steps = [{"step": 1, "episodes": 32, "time/update_s": 1.5, "dpo/loss": 0.69},
+             {"step": 2, "episodes": 64, "time/update_s": 1.5, "time/gold_eval_s": 0.5, "eval/gold_score": 0.6},
+             {"step": 2, "ppo/final/episodes": 64}]
+    assert run_row(eval_results(0, 0.6, 1.0), "tiny", "dpo", update_rows(steps))["ppo_seconds"] == pytest.approx(3.5)
+    assert training_curve(update_rows(steps)) == {}

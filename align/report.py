@@ -78,18 +78,44 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, tuple[float, float | None
 
 
 def training_curve(ppo_updates: list[dict]) -> dict[str, list[float]]:
-    """Along PPO: KL, the reward model's score and (where logged) the gold judge's, at the updates with a gold score
-    when there are any, else at every update; {} for a run that samples nothing while it trains (DPO)."""
+    """Along training: episodes, KL and the reward model's score, and (where logged) the gold judge's score; {} for a
+    run that samples nothing while it trains (DPO).
+
+    With a gold score every few updates, each point is one judged update: its gold score, and the mean rollout KL and
+    RM score of the updates since the previous judged one (a single update's 32 samples are too noisy to plot).
+    Without one, every update is a point.
+    """
     rollouts = [u for u in ppo_updates if "objective/kl" in u]
-    judged = [u for u in rollouts if "eval/gold_score" in u]
-    points = judged or rollouts
-    if not points:
+    if not rollouts:
         return {}
-    curve = {"episodes": [u["episodes"] for u in points], "kl": [u["objective/kl"] for u in points],
-             "rm_score": [u["objective/score"] for u in points]}
-    if judged:
-        curve["gold_score"] = [u["eval/gold_score"] for u in judged]
+    if not any("eval/gold_score" in u for u in rollouts):
+        return {"episodes": [u["episodes"] for u in rollouts], "kl": [u["objective/kl"] for u in rollouts],
+                "rm_score": [u["objective/score"] for u in rollouts]}
+    curve: dict[str, list[float]] = {"episodes": [], "kl": [], "rm_score": [], "gold_score": []}
+    window: list[dict] = []
+    for update in rollouts:
+        window.append(update)
+        if "eval/gold_score" in update:
+            curve["episodes"].append(update["episodes"])
+            curve["kl"].append(mean(u["objective/kl"] for u in window))
+            curve["rm_score"].append(mean(u["objective/score"] for u in window))
+            curve["gold_score"].append(update["eval/gold_score"])
+            window = []
     return curve
+
+
+def variant_curves(curves: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
+    """variant -> its runs' curves averaged point by point over seeds (up to the shortest run)."""
+    by_variant: dict[str, list[dict]] = {}
+    for curve in curves.values():
+        by_variant.setdefault(curve["variant"], []).append(curve)
+    averaged = {}
+    for variant, runs in by_variant.items():
+        keys = [k for k in ("episodes", "kl", "rm_score", "gold_score") if all(k in r for r in runs)]
+        length = min(len(r["episodes"]) for r in runs)
+        averaged[variant] = {k: [mean(r[k][i] for r in runs) for i in range(length)] for k in keys}
+        averaged[variant]["seeds"] = len(runs)
+    return averaged
 
 
 def eval_dirs(directory: Path) -> list[Path]:
@@ -117,7 +143,7 @@ def collect(directories: list[Path]) -> tuple[list[dict], dict[str, dict]]:
         rows.append(row)
         curve = training_curve(updates)
         if curve:
-            curves[f"{row['run']}/{row['variant']}/seed{row['seed']}"] = curve
+            curves[f"{row['run']}/{row['variant']}/seed{row['seed']}"] = {**curve, "variant": row["variant"]}
     rows.sort(key=lambda r: (r["variant"], r["seed"], r["run"]))
     return rows, curves
 
@@ -169,23 +195,24 @@ def plot_frontier(path: Path, rows: list[dict]) -> None:
 
 
 def plot_overoptimization(path: Path, curves: dict[str, dict]) -> None:
-    """Along PPO: the proxy (RM) score and the gold score, one colour per run, against episodes and against KL (Gao
-    et al. 2022). The KL and RM score are the update's rollout's; the gold score is the policy's after that update."""
+    """Along training, against the rollout's KL to SFT (Gao et al. 2022): the gold judge's score (left) and the proxy,
+    the reward model's score (right), one line per variant (the mean of its seeds). A gold line that turns down while
+    its RM line still climbs is over-optimisation."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    x_axes = (("episodes", "episodes"), ("kl", "KL to SFT of the rollout (nats per response)"))
-    for ax, (x_key, x_title) in zip(axes, x_axes):
-        for i, (name, curve) in enumerate(curves.items()):
-            colour = f"C{i % 10}"
-            ax.plot(curve[x_key], curve["rm_score"], "--", marker=".", color=colour, label=f"{name} RM")
-            if "gold_score" in curve:
-                ax.plot(curve[x_key], curve["gold_score"], "-", marker=".", color=colour, label=f"{name} gold")
-        ax.set_xlabel(x_title)
-        ax.set_ylabel("score (RM: dashed, normalised; gold: solid)")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, (key, title) in zip(axes, (("gold_score", "gold score (the judge)"), ("rm_score", "RM score (the proxy)"))):
+        for i, (variant, curve) in enumerate(variant_curves(curves).items()):
+            if key in curve:
+                ax.plot(curve["kl"], curve[key], "-", marker=".", markersize=4, color=f"C{i % 10}",
+                        linestyle="-" if i < 10 else "--", label=f"{variant} ({curve['seeds']} seeds)")
+        ax.set_xscale("symlog", linthresh=1.0)  # the early updates sit below 1 nat, the unpenalised runs reach 30
+        ax.set_xlabel("KL to SFT of the rollouts (nats per response)")
+        ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, loc="best")
-    fig.suptitle("Gold and proxy (RM) score along PPO")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Gold and proxy score along training against KL (mean over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

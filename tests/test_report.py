@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align.report import aggregate, markdown, run_row, training_curve, update_rows
+from align.report import aggregate, markdown, run_row, training_curve, update_rows, variant_curves
 
 
 def eval_results(seed: int, gold: float, kl: float) -> dict:
@@ -42,8 +42,9 @@ def test_aggregate_is_mean_and_sample_std_per_variant():
 
 
 def test_training_curve_keeps_the_judged_updates_or_all_of_them():
+    """A judged update's point carries the mean rollout KL and RM score of the updates since the previous one."""
     judged = training_curve(update_rows(UPDATES))
-    assert judged == {"episodes": [64], "kl": [0.5], "rm_score": [0.2], "gold_score": [0.7]}
+    assert judged == {"episodes": [64], "kl": [0.25], "rm_score": [pytest.approx(0.05)], "gold_score": [0.7]}
     unjudged = training_curve(update_rows([{k: v for k, v in u.items() if k != "eval/gold_score"} for u in UPDATES]))
     assert unjudged == {"episodes": [32, 64], "kl": [0.0, 0.5], "rm_score": [-0.1, 0.2]}
 
@@ -65,3 +66,15 @@ def test_a_run_without_rollouts_has_its_time_and_no_curve():
              {"step": 2, "ppo/final/episodes": 64}]
     assert run_row(eval_results(0, 0.6, 1.0), "tiny", "dpo", update_rows(steps))["ppo_seconds"] == pytest.approx(3.5)
     assert training_curve(update_rows(steps)) == {}
+
+
+def test_variant_curves_average_seeds_point_by_point_up_to_the_shortest_run():
+    curves = {"r/a/seed0": {"variant": "a", "episodes": [5, 10, 15], "kl": [1.0, 2.0, 3.0], "rm_score": [0.0, 0.2, 0.4],
+                            "gold_score": [0.5, 0.6, 0.7]},
+              "r/a/seed1": {"variant": "a", "episodes": [5, 10], "kl": [3.0, 4.0], "rm_score": [0.2, 0.4],
+                            "gold_score": [0.7, 0.8]},
+              "r/b/seed0": {"variant": "b", "episodes": [5], "kl": [9.0], "rm_score": [1.0]}}
+    averaged = variant_curves(curves)
+    assert averaged["a"] == {"episodes": [5, 10], "kl": [2.0, 3.0], "rm_score": pytest.approx([0.1, 0.3]),
+                             "gold_score": pytest.approx([0.6, 0.7]), "seeds": 2}
+    assert averaged["b"] == {"episodes": [5], "kl": [9.0], "rm_score": [1.0], "seeds": 1}  # no gold logged: none shown

@@ -34,7 +34,7 @@ COLUMNS = (
     ("eos_rate", "EOS rate", "{:.2f}"),
     ("gold_win_rate", "win rate vs SFT (gold)", "{:.3f}"),
     ("rm_win_rate", "win rate vs SFT (RM)", "{:.3f}"),
-    ("ppo_seconds", "PPO time (s)", "{:.0f}"),
+    ("ppo_seconds", "PPO time (s)", "{:.1f}"),
 )
 TIME_KEYS = ("time/rollout_s", "time/score_s", "time/update_s", "time/gold_eval_s")
 

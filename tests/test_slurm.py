@@ -81,6 +81,13 @@ def job_records(job: str, env: dict) -> list[dict]:
     return [dict(zip(("id", "state", "exit"), line.split("|"))) for line in out.splitlines() if line]
 
 
+def cluster_logs(env: dict, lines: int = 40) -> str:
+    """The end of the loopback cluster's daemon logs, for a failure message (the cluster is removed afterwards)."""
+    logs = Path(env["SLURM_CONF"]).parents[1] / "log"
+    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                     for log in sorted(logs.glob("slurm*.log")))
+
+
 def wait_until(check, what: str, timeout: float, every: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,9 +178,13 @@ def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: di
         return "Restarts=1" in shown and "JobState=PENDING" in shown
 
     wait_until(requeued, "the job to be requeued", timeout=120)
+    # The node finishes cleaning up after the first run (its epilog) while the job already waits; a job started on a
+    # node still completing can fail to launch, so release it only once the node is idle.
+    wait_until(lambda: run("sinfo", "-h", "-o", "%T", env=env).strip() == "idle", "the node to be idle", timeout=120)
     # Slurm holds a requeued job back for two minutes (its begin time); release it now rather than idle in CI
     run("scontrol", "update", f"JobId={job}", "StartTime=now", env=env)
-    assert wait_for_jobs([job], env, timeout=300, runs=2) == {job: "COMPLETED"}
+    states = wait_for_jobs([job], env, timeout=300, runs=2)
+    assert states == {job: "COMPLETED"}, (states, cluster_logs(env))
     assert [r["state"] for r in job_records(job, env)] == ["REQUEUED", "COMPLETED"]
     log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
     assert "got SIGUSR1" in log and "requeued 1 time(s)" in log, log[-3000:]

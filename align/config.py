@@ -123,6 +123,7 @@ class TrainerSettings:
 
 @dataclass
 class SFTSettings(TrainerSettings):
+    attention_dropout: float | None  # dropout on GPT-2's attention weights while SFT trains; None: the model's own
     packing: bool  # pack conversations into rows of max_length tokens instead of padding each one
     packing_strategy: str  # "bfd": documents never attend to each other (padding-free; fast with FlashAttention,
     #   slow with a CPU's dense block mask); "wrapped": rows cut across documents, which attend to each other

@@ -102,3 +102,15 @@ def use_fused_gelu(model) -> None:
             swapped = True
     if swapped:
         model.config.activation_function = "gelu_pytorch_tanh"
+
+
+def set_attention_dropout(model, p: float | None) -> None:
+    """Dropout probability `p` on the attention weights of every GPT-2 attention layer (None: leave the model's)."""
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+    if p is None:
+        return
+    for module in model.modules():
+        if isinstance(module, GPT2Attention):
+            module.attn_dropout.p = p
+    model.config.attn_pdrop = p

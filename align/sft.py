@@ -32,7 +32,7 @@ def train(cfg: Config) -> dict:
 
     from align.data import read_records
     from align.judging import gold_evaluation
-    from align.models import load_causal_lm, load_tokenizer
+    from align.models import load_causal_lm, load_tokenizer, set_attention_dropout
     from data_prep.prepare import ensure_prepared
 
     run_dir = Path(cfg.paths.sft)
@@ -48,6 +48,7 @@ def train(cfg: Config) -> dict:
     # 2. model and tokenizer (chat tokens, distinct pad, eos = end of turn)
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from, cfg.seed)
+    set_attention_dropout(model, cfg.sft.attention_dropout)
 
     # 3. trainer: loss on assistant tokens only, through the template's {% generation %} markers
     args = SFTConfig(

@@ -221,17 +221,18 @@ def gpt2_config(cfg, tokenizer, seq_len: int):
     return config
 
 
-def build_model(config, tokenizer, seed: int):
+def build_model(config, tokenizer, seed: int, sft):
     """A freshly initialised model: every configuration of one model starts from the same weights. Set up as
-    align.models.load_causal_lm sets up the models the stages train (chat token ids, the fused GELU kernel)."""
+    align.sft sets up the model it trains (chat token ids, the fused GELU kernel, sft.attention_dropout)."""
     from transformers import GPT2LMHeadModel
 
-    from align.models import set_chat_token_ids, use_fused_gelu
+    from align.models import set_attention_dropout, set_chat_token_ids, use_fused_gelu
 
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     set_chat_token_ids(model, tokenizer)
     use_fused_gelu(model)
+    set_attention_dropout(model, sft.attention_dropout)
     return model
 
 
@@ -391,7 +392,7 @@ def benchmark_model(
         config = gpt2_config(cfg, tokenizer, seq_len)
         probe = matmul_gflops(matmul_size, warmup=1, reps=3)
         reset_peak_rss()
-        model = build_model(config, tokenizer, seed)
+        model = build_model(config, tokenizer, seed, cfg.sft)
         n_params = count_parameters(model)
         results[key], batches = run_trl(
             model, tokenizer, dataset, cfg, warmup=spec.warmup, out_dir=work_dir / f"{name}-{key}"
@@ -403,7 +404,7 @@ def benchmark_model(
             continue
         probe = matmul_gflops(matmul_size, warmup=1, reps=3)
         reset_peak_rss()
-        model = build_model(config, tokenizer, seed)
+        model = build_model(config, tokenizer, seed, cfg.sft)
         results[plain] = run_plain(model, batches, tokenizer.pad_token_id, spec.warmup, cfg.sft)
         results[plain].matmul_probe = probe
         report_progress(name, plain, results[plain])

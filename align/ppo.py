@@ -126,6 +126,7 @@ def train(cfg: Config) -> dict:
         return 1.0 - step / num_updates if s.lr_schedule == "linear" else 1.0
 
     model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped_model = accelerator.unwrap_model(model)  # the same module all run long
     # Stepped once per update on every rank (accelerate's wrapper would step it once per process, or per DeepSpeed step)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     reward_model = prepare_frozen(reward_model, accelerator)
@@ -139,7 +140,7 @@ def train(cfg: Config) -> dict:
         if reference is not None:
             yield reference
         else:
-            lora_policy = accelerator.unwrap_model(model).policy
+            lora_policy = unwrapped_model.policy
             with lora_policy.disable_adapter():
                 yield lora_policy
 
@@ -177,7 +178,7 @@ def train(cfg: Config) -> dict:
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
         queries = left_pad(next_prompts())
         context_length = queries.shape[1]
-        with unwrapped_for_generation(model, accelerator) as unwrapped:
+        with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
             sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, s.response_tokens, s.temperature)
         responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
         query_responses = torch.cat([queries, responses], dim=1)
@@ -273,7 +274,7 @@ def train(cfg: Config) -> dict:
             # The gold judge along training next to the proxy score, for the over-optimisation curve (Gao et al.
             # 2022); sample() restores the RNG state, so this leaves the run's own sampling untouched.
             gold_start = time.perf_counter()
-            with unwrapped_for_generation(model, accelerator) as unwrapped:
+            with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
                 gold = gold_evaluation(unwrapped.policy, tokenizer, cfg.data, gold_eval_settings, cfg.seed)
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
             metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
@@ -306,10 +307,11 @@ def train(cfg: Config) -> dict:
     results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
-    with as_reference() as prepared_ref, unwrapped_for_generation(prepared_ref, accelerator) as ref:
+    with as_reference() as prepared_ref, \
+            unwrapped_for_generation(prepared_ref, accelerator.unwrap_model(prepared_ref), accelerator) as ref:
         results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
                                                                          cfg.seed).items()})
-    with unwrapped_for_generation(model, accelerator) as unwrapped:
+    with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
         results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(unwrapped.policy, tokenizer, cfg.data,
                                                                          cfg.eval, cfg.seed).items()})
         if is_main_process():

@@ -93,17 +93,18 @@ def entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 @contextmanager
-def unwrapped_for_generation(model: nn.Module, accelerator):
-    """The plain PolicyAndValue for generate(); under DeepSpeed ZeRO-3, TRL's helper first gathers the sharded weights
+def unwrapped_for_generation(model: nn.Module, unwrapped: nn.Module, accelerator):
+    """The plain module for sampling: `unwrapped` (accelerator.unwrap_model(model), looked up once by the caller, as
+    the lookup walks every module); under DeepSpeed ZeRO-3, TRL's helper first gathers the sharded weights of `model`
     (one all-gather, instead of one per decoding step that hangs when ranks stop at different lengths)."""
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.zero_stage == 3:
         from trl.models import unwrap_model_for_generation  # only here: importing TRL costs about 100 MiB
 
-        with unwrap_model_for_generation(model, accelerator) as unwrapped:
-            yield unwrapped
+        with unwrap_model_for_generation(model, accelerator) as gathered:
+            yield gathered
     else:
-        yield accelerator.unwrap_model(model)
+        yield unwrapped
 
 
 def response_values(values: torch.Tensor, context_length: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,30 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
         assert process.poll() is None, f"the process ended (status {process.returncode}) before the condition held"
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
+
+
+def kill_after_checkpoint_then_resume(module: str, *overrides: str, checkpoint: Path):
+    """Start `python -m module overrides`, SIGKILL it once `checkpoint` is complete, run the same command again;
+    returns the second run's CompletedProcess."""
+    from align.checkpoints import is_complete
+
+    run_dir = checkpoint.parent
+    process = start_module(module, *overrides, log=run_dir.parent / f"{run_dir.name}.killed.log")
+    try:
+        wait_for(lambda: is_complete(checkpoint), process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (run_dir / "final").exists(), "the run finished before it could be interrupted"
+    return run_module(module, *overrides)
+
+
+def same_weights(first: Path, second: Path) -> bool:
+    """Bitwise equal safetensors weights of two model directories."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    return a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
 def world_dir(data_root: Path) -> Path:

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from conftest import REPO, run_module
+from conftest import kill_after_checkpoint_then_resume, run_module, same_weights
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -59,22 +53,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(rm_ready, tiny_data_root):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run_dir = rm_ready / "tiny" / "ppo-resumed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "align.ppo", *common, "variant=resumed"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoint-2").is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "final").exists(), "the run finished before it could be interrupted"
-    resumed = run_module("align.ppo", *common, "variant=resumed")
+    resumed = kill_after_checkpoint_then_resume("align.ppo", *common, "variant=resumed",
+                                                checkpoint=run_dir / "checkpoint-2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
 
-    a = load_file(rm_ready / "tiny" / "ppo-straight" / "final" / "model.safetensors")
-    b = load_file(run_dir / "final" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(rm_ready / "tiny" / "ppo-straight" / "final", run_dir / "final")
 
     def trajectory(path):
         return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in updates(path)]

@@ -4,17 +4,9 @@ the tiny run's SFT and RM, then `align.report` reading it; GRPO killed and resum
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
-import torch
-from conftest import REPO, run_module, wait_for
-from safetensors.torch import load_file
-
-from align.checkpoints import is_complete
+from conftest import kill_after_checkpoint_then_resume, run_module, same_weights
 
 pytestmark = pytest.mark.slow
 
@@ -75,20 +67,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_pipeline, tiny_data_r
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run_dir = tiny_pipeline / "tiny" / "ppo-grpo-resumed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "align.ppo", *common, "variant=grpo-resumed"], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: is_complete(run_dir / "checkpoint-2"), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "final").exists(), "the run finished before it could be interrupted"
-    resumed = run_module("align.ppo", *common, "variant=grpo-resumed")
+    resumed = kill_after_checkpoint_then_resume("align.ppo", *common, "variant=grpo-resumed",
+                                                checkpoint=run_dir / "checkpoint-2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
 
-    a = load_file(tiny_pipeline / "tiny" / "ppo-grpo-straight" / "final" / "model.safetensors")
-    b = load_file(run_dir / "final" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tiny_pipeline / "tiny" / "ppo-grpo-straight" / "final", run_dir / "final")
 
     def scores(path):
         rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]

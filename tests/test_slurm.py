@@ -81,7 +81,7 @@ def job_records(job: str, env: dict) -> list[dict]:
     return [dict(zip(("id", "state", "exit"), line.split("|"))) for line in out.splitlines() if line]
 
 
-def cluster_logs(env: dict, lines: int = 40) -> str:
+def cluster_logs(env: dict, lines: int = 80) -> str:
     """The end of the loopback cluster's daemon logs, for a failure message (the cluster is removed afterwards)."""
     logs = Path(env["SLURM_CONF"]).parents[1] / "log"
     return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -181,10 +181,15 @@ def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: di
     # The node finishes cleaning up after the first run (its epilog) while the job already waits; a job started on a
     # node still completing can fail to launch, so release it only once the node is idle.
     wait_until(lambda: run("sinfo", "-h", "-o", "%T", env=env).strip() == "idle", "the node to be idle", timeout=120)
-    # Slurm holds a requeued job back for two minutes (its begin time); release it now rather than idle in CI
+    # Slurm holds a requeued job back for two minutes (its begin time), and for a reason: the node revokes the job's
+    # credential when the first run ends, and refuses a new one issued within the same second ("Job credential
+    # revoked", and the job FAILS). Release it two seconds after the node is idle rather than two minutes.
+    time.sleep(2)
     run("scontrol", "update", f"JobId={job}", "StartTime=now", env=env)
     states = wait_for_jobs([job], env, timeout=300, runs=2)
-    assert states == {job: "COMPLETED"}, (states, cluster_logs(env))
+    if states != {job: "COMPLETED"}:  # pytest.fail, not assert: pytest would shorten the logs
+        log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
+        pytest.fail(f"{states}; sacct: {job_records(job, env)}\n--- the job's log\n{log[-3000:]}\n{cluster_logs(env)}")
     assert [r["state"] for r in job_records(job, env)] == ["REQUEUED", "COMPLETED"]
     log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
     assert "got SIGUSR1" in log and "requeued 1 time(s)" in log, log[-3000:]

@@ -21,11 +21,14 @@ PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "d
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
-    """Validate the config, join the launcher's processes, then train; a UserError becomes one message on stderr and
-    exit status 2, a pre-emption (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage
-    records SIGTERM/SIGUSR1 from here on, and must act on them (align.preemption)."""
+    """Validate the config, join the launcher's processes, then train, with freed CPU memory kept for reuse
+    (align.allocator); a UserError becomes one message on stderr and exit status 2, a pre-emption (SIGTERM/SIGUSR1,
+    checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from here on, and must act
+    on them (align.preemption)."""
+    from align.allocator import keep_freed_memory
     from align.distributed import join_processes, leave_processes
 
+    keep_freed_memory()
     if preemptible:
         stop_request()
     try:

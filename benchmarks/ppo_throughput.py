@@ -10,8 +10,9 @@ passes, the PPO epochs and everything Python does around them.
 This benchmark builds the same kind of problem offline in a temporary directory (tokenizer trained with
 align.tokens.train_tiny_tokenizer, random GPT-2 policy and reward model saved as the upstream stages would save
 them, a prompts JSONL), composes the stage's config from conf/ with Hydra as `python -m align.ppo +experiment=tiny
-...` would, validates it with align.config.load, and runs align.ppo.train in a child process, so that the peak RSS
-reported is the stage's own (imports, config, models, the loop) and not the tokenizer training of the setup.
+...` would, and runs align.ppo.train through align.runs.run_stage (config validation, the allocator setting of
+align.allocator) in a child process, so that the peak RSS reported is the stage's own (imports, config, models, the
+loop) and not the tokenizer training of the setup.
 
 Timing comes from the stage itself: every update logs time/rollout_s, time/score_s and time/update_s into
 <run_dir>/metrics.jsonl. The child also timestamps each metrics.jsonl write (a wrapper around MetricsLog.write), so
@@ -185,14 +186,13 @@ def stage_overrides(problem: dict, work: Path) -> list[str]:
 
 
 def compose_stage_config(overrides: list[str]):
-    """The validated Config the stage would run with: Hydra's compose API, hydra node dropped, align.config.load.
+    """The config the stage would run with (Hydra's compose API, hydra node dropped), for align.runs.run_stage or
+    align.config.load.
 
     As tests/conftest.py does it. Options in OPTIONAL_OVERRIDES are added when the composed ppo node has them.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
-
-    from align.config import load
 
     def composed(extra: list[str]):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="ppo"):
@@ -203,14 +203,15 @@ def compose_stage_config(overrides: list[str]):
         return cfg
 
     extra = [override for key, override in OPTIONAL_OVERRIDES.items() if key in composed([]).ppo]
-    return load(composed(extra)), extra
+    return composed(extra), extra
 
 
 # ---------------------------------------------------------------- the child process: the stage, measured
 
 
 def run_child(spec_path: Path) -> None:
-    """Run align.ppo.train on the composed config and write what the parent needs next to the spec.
+    """Run align.ppo.train on the composed config, through align.runs.run_stage as `python -m align.ppo` does, and
+    write what the parent needs next to the spec.
 
     Each metrics.jsonl write of an update is timestamped (MetricsLog.write wrapped on the class; nothing in align/
     changes), giving the wall time of every loop iteration. ru_maxrss is this process's peak: Python, torch,
@@ -220,11 +221,14 @@ def run_child(spec_path: Path) -> None:
     import torch
 
     import align.runs
+    from align.config import load
     from align.ppo import train
+    from align.runs import run_stage
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    cfg, extra = compose_stage_config(spec["overrides"])
+    stage_cfg, extra = compose_stage_config(spec["overrides"])
+    cfg = load(stage_cfg)
     stamps: list[tuple[int, float]] = []
     write = align.runs.MetricsLog.write
 
@@ -240,13 +244,13 @@ def run_child(spec_path: Path) -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        results = profiler.runcall(train, cfg)
+        results = profiler.runcall(run_stage, train, stage_cfg)
         stats = pstats.Stats(profiler, stream=sys.stderr)
         for key in ("tottime", "cumulative"):
             stats.sort_stats(key).print_stats(30)
         stats.dump_stats(str(spec_path.with_name("ppo.prof")))
     else:
-        results = train(cfg)
+        results = run_stage(train, stage_cfg)
     finished = time.perf_counter()
     result = {
         "run_dir": cfg.paths.ppo,
@@ -355,7 +359,9 @@ def main() -> None:
         result = measure(work, problem, args.profile, args.threads)
     summary = summarise(result, args.warmup)
     # The config the stage ran with, re-composed here for the notes (cheap, and the same files are not needed).
-    cfg, _ = compose_stage_config(stage_overrides(problem, work))
+    from align.config import load
+
+    cfg = load(compose_stage_config(stage_overrides(problem, work))[0])
     result["ppo_epochs"] = cfg.ppo.ppo_epochs
     eps = result["batch_size"] * len(summary["wall"]) / sum(summary["wall"])
     lengths = problem["prompt_lengths"]

@@ -35,18 +35,23 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
     positions = position_ids(attention_mask)
     outputs = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
                  logits_to_keep=1)
-    unfinished = torch.ones(queries.shape[0], dtype=torch.bool, device=queries.device)
+    batch, context_length = queries.shape
+    # Which cached keys each new token attends to, in the (B, 1, query, key) form attention takes as it is: the
+    # prompt's own tokens and every sampled one. Built once; each step passes the part up to its own key, where a 2D
+    # mask would be expanded into this anew at every step.
+    attends = torch.cat([attention_mask.bool(), attention_mask.new_ones(batch, max_new_tokens, dtype=torch.bool)],
+                        dim=1)[:, None, None, :]
+    unfinished = torch.ones(batch, dtype=torch.bool, device=queries.device)
     tokens = []
     for step in range(max_new_tokens):
         probs = torch.softmax(outputs.logits[:, -1].float() / temperature, dim=-1)
-        uniforms = torch.rand(queries.shape[0], dtype=torch.float64, device=queries.device)
+        uniforms = torch.rand(batch, dtype=torch.float64, device=queries.device)
         next_tokens = torch.where(unfinished, inverse_cdf_sample(probs, uniforms), pad_id)
         tokens.append(next_tokens)
         unfinished &= next_tokens != eos_id
         if step == max_new_tokens - 1 or not unfinished.any():
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         positions = positions[:, -1:] + 1
-        outputs = lm(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions,
-                     past_key_values=outputs.past_key_values, use_cache=True)
+        outputs = lm(input_ids=next_tokens[:, None], attention_mask=attends[..., : context_length + step + 1],
+                     position_ids=positions, past_key_values=outputs.past_key_values, use_cache=True)
     return torch.stack(tokens, dim=1)

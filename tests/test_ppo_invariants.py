@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from align.reward import disable_dropout, load_reward_model, reward_at_eos
+from align.reward import disable_dropout, load_reward_model, position_ids, reward_at_eos
 from align.rlhf import losses as L
 from align.rlhf.policy_value import PolicyAndValue, entropy, lm_logits, response_logprobs, response_values
 from align.rlhf.rollout import sample_responses
@@ -76,14 +76,36 @@ def test_forward_logprobs_match_generation_at_the_sampling_temperature(world):
     assert torch.allclose(logprobs[mask.bool()], from_generate[mask.bool()], atol=1e-4)
 
 
-def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world):
+def lora_policy(world):
+    """The world's policy with LoRA adapters that have moved from zero, as after some training."""
+    from align.rlhf.policy_value import add_lora
+
+    policy, _ = add_lora(copy.deepcopy(world["reference"]), copy.deepcopy(world["reward_model"]), r=4, alpha=8,
+                         target_modules=["c_attn", "c_proj", "c_fc"])
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    return policy
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "gpt2 with LoRA", "transformers"])
+def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world, decoder, monkeypatch):
     """Replaying the sampler's random draws against the full prefix, without a cache: at every step the token is the
     one softmax(teacher-forced logits / t) gives that draw, so positions, the cache and the temperature are right;
-    after a row's EOS only pad follows, and sampling stops once every row has ended."""
+    after a row's EOS only pad follows, and sampling stops once every row has ended. For each way of decoding: GPT-2's
+    own step (align.rlhf.gpt2_decoding), with LoRA adapters in its layers, and transformers' forward (what any other
+    model decodes with)."""
+    from align.rlhf import rollout
     from align.rlhf.rollout import inverse_cdf_sample
 
     pad, eos, policy, queries = world["tokenizer"].pad_token_id, world["tokenizer"].eos_token_id, \
         world["model"].policy, world["queries"]
+    if decoder == "gpt2 with LoRA":
+        policy = lora_policy(world)
+    if decoder == "transformers":
+        monkeypatch.setattr(rollout, "supports", lambda lm: False)
     torch.manual_seed(5)
     sampled = sample_responses(policy, queries, pad, eos, 20, TEMPERATURE)
     torch.manual_seed(5)
@@ -99,6 +121,45 @@ def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world):
         sequence = torch.cat([sequence, token[:, None]], 1)
     assert torch.equal(sampled, torch.stack(replayed, 1))
     assert sampled.shape[1] == 20 or bool(ended.all())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gpt2_decoding_steps_give_the_logits_of_the_full_forward(world, lora):
+    """Each step of GPT2Decoder after a left-padded prefill returns the logits transformers computes for the whole
+    sequence at its last position."""
+    from align.rlhf.gpt2_decoding import GPT2Decoder, supports
+
+    pad, queries, responses = world["tokenizer"].pad_token_id, world["queries"], world["responses"]
+    policy = lora_policy(world) if lora else world["model"].policy
+    assert supports(policy)
+    responses = torch.where(responses == pad, 5, responses)  # every row decodes every step
+    mask = (queries != pad).long()
+    steps = responses.shape[1]
+    attends = torch.cat([mask.bool(), torch.ones_like(responses, dtype=torch.bool)], 1)[:, None, None, :]
+    with torch.no_grad():
+        prefill = policy(input_ids=queries, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
+        decode = GPT2Decoder(policy, prefill.past_key_values, steps)
+        positions = position_ids(mask)[:, -1:]
+        for t in range(steps):
+            positions = positions + 1
+            logits = decode(responses[:, t], positions, attends)
+            full = lm_logits(policy, torch.cat([queries, responses[:, : t + 1]], 1), pad)[:, -1]
+            assert torch.allclose(logits, full, atol=1e-5), t
+
+
+def test_only_gpt2_with_default_attention_is_decoded_by_its_own_step(world):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from align.rlhf.gpt2_decoding import supports
+
+    gpt2 = world["model"].policy
+    assert supports(gpt2) and supports(lora_policy(world))
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    assert not supports(llama)
+    scaled = copy.deepcopy(gpt2)
+    scaled.config.scale_attn_by_inverse_layer_idx = True
+    assert not supports(scaled)
 
 
 def test_inverse_cdf_sampling_is_exact():

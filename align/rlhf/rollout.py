@@ -3,7 +3,8 @@
 It samples what `generate(do_sample=True, temperature=t, top_k=0, top_p=1.0)` samples, without generate's per-step
 machinery (logits processors, stopping criteria, model-input preparation) and without `torch.multinomial`, which on
 a CPU draws a random number per vocabulary entry: together they cost more than the forward pass of a small policy.
-Positions skip the left padding, as in every teacher-forced pass.
+Positions skip the left padding, as in every teacher-forced pass. After the prompt's pass through transformers, a
+GPT-2 policy decodes through align.rlhf.gpt2_decoding, any other model through transformers' forward.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from align.reward import position_ids
+from align.rlhf.gpt2_decoding import GPT2Decoder, supports
 
 
 def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -26,6 +28,20 @@ def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Ten
     return torch.searchsorted(cdf, targets)[:, 0]
 
 
+class TransformersDecoder:
+    """Decoding through the model's own forward and cache, for the models align.rlhf.gpt2_decoding does not cover;
+    called as GPT2Decoder is."""
+
+    def __init__(self, lm, prefill_cache, max_new_tokens: int):
+        self.lm, self.cache, self.length = lm, prefill_cache, prefill_cache.get_seq_length()
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attends: torch.Tensor) -> torch.Tensor:
+        outputs = self.lm(input_ids=tokens[:, None], attention_mask=attends[..., : self.length + 1],
+                          position_ids=positions, past_key_values=self.cache, use_cache=True)
+        self.length += 1
+        return outputs.logits[:, -1]
+
+
 @torch.no_grad()
 def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_new_tokens: int,
                      temperature: float) -> torch.Tensor:
@@ -35,7 +51,9 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
     positions = position_ids(attention_mask)
     outputs = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
                  logits_to_keep=1)
-    batch, context_length = queries.shape
+    logits = outputs.logits[:, -1]
+    decode = (GPT2Decoder if supports(lm) else TransformersDecoder)(lm, outputs.past_key_values, max_new_tokens)
+    batch = queries.shape[0]
     # Which cached keys each new token attends to, in the (B, 1, query, key) form attention takes as it is: the
     # prompt's own tokens and every sampled one. Built once; each step passes the part up to its own key, where a 2D
     # mask would be expanded into this anew at every step.
@@ -44,7 +62,7 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
     unfinished = torch.ones(batch, dtype=torch.bool, device=queries.device)
     tokens = []
     for step in range(max_new_tokens):
-        probs = torch.softmax(outputs.logits[:, -1].float() / temperature, dim=-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
         uniforms = torch.rand(batch, dtype=torch.float64, device=queries.device)
         next_tokens = torch.where(unfinished, inverse_cdf_sample(probs, uniforms), pad_id)
         tokens.append(next_tokens)
@@ -52,6 +70,5 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
         if step == max_new_tokens - 1 or not unfinished.any():
             break
         positions = positions[:, -1:] + 1
-        outputs = lm(input_ids=next_tokens[:, None], attention_mask=attends[..., : context_length + step + 1],
-                     position_ids=positions, past_key_values=outputs.past_key_values, use_cache=True)
+        logits = decode(next_tokens, positions, attends)
     return torch.stack(tokens, dim=1)

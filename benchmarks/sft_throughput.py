@@ -53,7 +53,7 @@ class ModelSpec:
     Sized so the whole run (five configurations for gpt2-124m, four for tiny) stays within about ten minutes on a
     2-core CPU even when the machine is shared: a gpt2-124m step over 2 x 512 tokens takes 10-20 s there, so it gets
     few, noisy, timed steps. Warm-up covers the first two steps, which on this CPU run 2-5x slower than the rest
-    (first-touch page faults while glibc's malloc adapts its mmap threshold, optimizer state creation); nothing is
+    (first-touch page faults of memory the process has not used yet, optimizer state creation); nothing is
     compiled. The checkpointing row is only worth its minutes on the model it would be turned on for.
     """
 
@@ -505,6 +505,9 @@ def main() -> None:
     import transformers
     import trl
 
+    from align.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as align.runs.run_stage does for the stage, and for the plain loop too
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     started, load_before = time.perf_counter(), os.getloadavg()

@@ -123,8 +123,10 @@ def run_pipeline(cfg: Config) -> dict:
 
     results = json.loads((Path(cfg.paths.eval) / "eval.json").read_text())
     if is_main_process():
-        print(f"[pipeline] evaluation ({Path(cfg.paths.eval) / 'report.md'}):\n")
-        print_table(results)
+        print(f"[pipeline] evaluation ({Path(cfg.paths.eval) / 'report.md'})" +
+              (":\n" if timings["eval"] == "skipped" else ": its table is above"))
+        if timings["eval"] == "skipped":  # a stage that ran printed the table itself
+            print_table(results)
     return {"stages": timings, "eval": results}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import run_module
@@ -62,6 +63,8 @@ def test_rerun_after_a_kill_skips_finished_stages_and_resumes_ppo(tiny_pipeline)
     assert f"[pipeline] rm: finished output in {tiny_pipeline}/tiny/rm, skipped" in log
     assert f"resuming from {tiny_pipeline}/tiny/ppo-baseline/checkpoint-50" in log
     assert "[pipeline] eval: running" in log
+    # the evaluation table once: printed by the eval stage, not again by the pipeline
+    assert len(re.findall(r"^-+(?:  -+)+$", log, flags=re.MULTILINE)) == 1, log[-3000:]
 
 
 @pytest.mark.slow

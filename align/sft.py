@@ -28,7 +28,9 @@ from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, tr
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from align.sft_trainer import sft_trainer_class
 
     from align.data import read_records
     from align.judging import gold_evaluation
@@ -58,7 +60,7 @@ def train(cfg: Config) -> dict:
         packing_strategy=cfg.sft.packing_strategy,
         assistant_only_loss=True,
     )
-    trainer = SFTTrainer(
+    trainer = sft_trainer_class(cfg.sft.trl_fused_lm_head)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_records),

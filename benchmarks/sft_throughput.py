@@ -292,8 +292,9 @@ def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tu
     non-pad token count the timer reads. trainer_arguments also points TENSORBOARD_LOGGING_DIR into `out_dir`.
     """
     from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    from align.sft_trainer import sft_trainer_class
     from align.trainer_setup import trainer_arguments
 
     args = SFTConfig(
@@ -311,7 +312,8 @@ def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tu
         assistant_only_loss=True,
     )
     timer = step_timer(warmup)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+    trainer = sft_trainer_class(cfg.sft.trl_fused_lm_head)(model=model, args=args, train_dataset=dataset,
+                                                           processing_class=tokenizer, callbacks=[timer])
     trainer.remove_callback(PrinterCallback)  # it prints the final train metrics on stdout, where the table goes
     recorder = RecordingCollator(trainer.data_collator)
     trainer.data_collator = recorder

@@ -62,6 +62,34 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
     assert trained.count(IM_END) == 2  # each assistant EOS is a label: the model learns to stop
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
+    """align.sft_trainer's loss (the model's own) is TRL's, on the same batch: assistant tokens only, divided by the
+    number of trained tokens, padded or packed."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from align.models import load_causal_lm
+    from align.sft_trainer import ModelLossSFTTrainer
+
+    config = tiny_config(f"paths.data={tiny_data_root}")
+    model = load_causal_lm(config.model, tokenizer, None, seed=0)
+    short = [{"role": "user", "content": "words 1 start sun end any"}, {"role": "assistant", "content": "sun"}]
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, report_to=[], bf16=False,
+                     packing=packing)
+    dataset = Dataset.from_list([{"messages": MESSAGES}, {"messages": short}])
+    losses = []
+    for trainer_class in (SFTTrainer, ModelLossSFTTrainer):
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        rows = trainer.train_dataset  # two conversations, or one packed row of both
+        batch = trainer.data_collator([rows[i] for i in range(len(rows))])
+        assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(model, dict(batch)))
+    assert torch.allclose(losses[0], losses[1], atol=1e-5), losses
+
+
 def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, tiny_data_root):
     """A GPT-2-like checkpoint (no pad, no template, eos = <|endoftext|>) loaded from a local directory."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

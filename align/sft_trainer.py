@@ -9,7 +9,7 @@ through it and 16.4 s with the model's own loss (15.0-15.3 s in the benchmark's 
 
 With the model's own loss (full logits, cross-entropy on the labels TRL's collator builds: -100 outside the
 assistant's turns and on padding), all the rest is still TRL's: data preparation, assistant-only labels, packing, the
-training loop. TRL's `entropy` and `mean_token_accuracy` metrics are then not logged.
+training loop. TRL's `entropy`, `mean_token_accuracy` and `num_tokens` metrics are then not logged.
 """
 
 from __future__ import annotations

@@ -90,13 +90,14 @@ def lora_policy(world):
     return policy
 
 
-@pytest.mark.parametrize("decoder", ["gpt2", "gpt2 with LoRA", "transformers"])
+@pytest.mark.parametrize("decoder", ["gpt2", "gpt2 with LoRA", "transformers", "transformers, eager attention"])
 def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world, decoder, monkeypatch):
     """Replaying the sampler's random draws against the full prefix, without a cache: at every step the token is the
     one softmax(teacher-forced logits / t) gives that draw, so positions, the cache and the temperature are right;
     after a row's EOS only pad follows, and sampling stops once every row has ended. For each way of decoding: GPT-2's
     own step (align.rlhf.gpt2_decoding), with LoRA adapters in its layers, and transformers' forward (what any other
-    model decodes with)."""
+    model decodes with), also with the eager attention implementation, which adds the mask it is given to the
+    attention scores."""
     from align.rlhf import rollout
     from align.rlhf.rollout import inverse_cdf_sample
 
@@ -104,8 +105,11 @@ def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world, de
         world["model"].policy, world["queries"]
     if decoder == "gpt2 with LoRA":
         policy = lora_policy(world)
-    if decoder == "transformers":
+    if decoder.startswith("transformers"):
         monkeypatch.setattr(rollout, "supports", lambda lm: False)
+    if decoder.endswith("eager attention"):
+        policy = copy.deepcopy(policy)
+        policy.set_attn_implementation("eager")
     torch.manual_seed(5)
     sampled = sample_responses(policy, queries, pad, eos, 20, TEMPERATURE)
     torch.manual_seed(5)
@@ -135,14 +139,13 @@ def test_gpt2_decoding_steps_give_the_logits_of_the_full_forward(world, lora):
     responses = torch.where(responses == pad, 5, responses)  # every row decodes every step
     mask = (queries != pad).long()
     steps = responses.shape[1]
-    attends = torch.cat([mask.bool(), torch.ones_like(responses, dtype=torch.bool)], 1)[:, None, None, :]
     with torch.no_grad():
         prefill = policy(input_ids=queries, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
-        decode = GPT2Decoder(policy, prefill.past_key_values, steps)
+        decode = GPT2Decoder(policy, prefill.past_key_values, mask, steps)
         positions = position_ids(mask)[:, -1:]
         for t in range(steps):
             positions = positions + 1
-            logits = decode(responses[:, t], positions, attends)
+            logits = decode(responses[:, t], positions)
             full = lm_logits(policy, torch.cat([queries, responses[:, : t + 1]], 1), pad)[:, -1]
             assert torch.allclose(logits, full, atol=1e-5), t
 

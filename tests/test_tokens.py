@@ -65,7 +65,8 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
 @pytest.mark.parametrize("packing", [False, True])
 def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
     """align.sft_trainer's loss (the model's own) is TRL's, on the same batch: assistant tokens only, divided by the
-    number of trained tokens, padded or packed."""
+    number of trained tokens, or by the token count of a whole accumulated batch when the Trainer passes one; padded
+    or packed."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -79,15 +80,20 @@ def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
     args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, report_to=[], bf16=False,
                      packing=packing)
     dataset = Dataset.from_list([{"messages": MESSAGES}, {"messages": short}])
-    losses = []
+    losses = {}
     for trainer_class in (SFTTrainer, ModelLossSFTTrainer):
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         rows = trainer.train_dataset  # two conversations, or one packed row of both
         batch = trainer.data_collator([rows[i] for i in range(len(rows))])
         assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
-        with torch.no_grad():
-            losses.append(trainer.compute_loss(model, dict(batch)))
-    assert torch.allclose(losses[0], losses[1], atol=1e-5), losses
+        accumulated = 3 * (batch["labels"] != -100).sum()  # as if this were one of several micro-batches
+        for num_items in (None, accumulated):
+            with torch.no_grad():
+                losses[trainer_class, num_items is None] = trainer.compute_loss(model, dict(batch),
+                                                                                num_items_in_batch=num_items)
+    for alone in (True, False):
+        assert torch.allclose(losses[SFTTrainer, alone], losses[ModelLossSFTTrainer, alone], atol=1e-5), losses
+    assert not torch.allclose(losses[SFTTrainer, True], losses[SFTTrainer, False])
 
 
 def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, tiny_data_root):

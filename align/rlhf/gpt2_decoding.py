@@ -21,19 +21,25 @@ def language_model(lm: nn.Module) -> nn.Module:
 
 
 def supports(lm: nn.Module) -> bool:
-    """A GPT-2 LM whose attention is plain scaled dot-product attention (GPT-2's defaults)."""
+    """A GPT-2 LM whose attention is plain scaled dot-product attention (GPT-2's defaults), without dropout (as PPO
+    runs it: the step leaves dropout out)."""
     config = language_model(lm).config
+    no_dropout = not lm.training or all(m.p == 0 for m in lm.modules() if isinstance(m, nn.Dropout))
     return (config.model_type == "gpt2" and config.scale_attn_weights and not config.scale_attn_by_inverse_layer_idx
-            and not config.reorder_and_upcast_attn and not config.add_cross_attention)
+            and not config.reorder_and_upcast_attn and not config.add_cross_attention and no_dropout)
 
 
 class GPT2Decoder:
     """Decodes after a transformers prefill: takes over its cache and computes the next-token logits of each step."""
 
-    def __init__(self, lm: nn.Module, prefill_cache, max_new_tokens: int):
+    def __init__(self, lm: nn.Module, prefill_cache, attention_mask: torch.Tensor, max_new_tokens: int):
         self.lm = language_model(lm)
         config = self.lm.config
         self.heads, self.width = config.n_head, config.n_embd
+        # The keys each new token attends to, in the (B, 1, query, key) boolean form attention takes as it is: the
+        # prompt's own tokens (not its left padding) and every sampled one. Each step uses the part up to its key.
+        sampled = attention_mask.new_ones(attention_mask.shape[0], max_new_tokens, dtype=torch.bool)
+        self.attends = torch.cat([attention_mask.bool(), sampled], dim=1)[:, None, None]
         self.keys, self.values = [], []
         for layer in prefill_cache.layers:  # (B, heads, prompt, head_dim) each
             batch, heads, prompt, head_dim = layer.keys.shape
@@ -44,12 +50,11 @@ class GPT2Decoder:
             self.values.append(values)
         self.length = prompt  # keys filled so far
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attends: torch.Tensor) -> torch.Tensor:
-        """(B, V) logits after `tokens` (B,) at `positions` (B, 1); attends (B, 1, 1, >= keys) marks the keys (prompt
-        padding excluded) every row may attend to."""
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits after `tokens` (B,) at `positions` (B, 1)."""
         transformer, batch, step = self.lm.transformer, tokens.shape[0], self.length
         hidden = transformer.wte(tokens[:, None]) + transformer.wpe(positions)
-        mask = attends[..., : step + 1]
+        mask = self.attends[..., : step + 1]
         for block, keys, values in zip(transformer.h, self.keys, self.values):
             query, key, value = block.attn.c_attn(block.ln_1(hidden)).split(self.width, dim=2)
             keys[:, :, step] = key.view(batch, self.heads, -1)

@@ -30,15 +30,16 @@ def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Ten
 
 class TransformersDecoder:
     """Decoding through the model's own forward and cache, for the models align.rlhf.gpt2_decoding does not cover;
-    called as GPT2Decoder is."""
+    called as GPT2Decoder is. The mask stays 2D: a model's own attention (eager, sliding window) builds its mask
+    from it."""
 
-    def __init__(self, lm, prefill_cache, max_new_tokens: int):
-        self.lm, self.cache, self.length = lm, prefill_cache, prefill_cache.get_seq_length()
+    def __init__(self, lm, prefill_cache, attention_mask: torch.Tensor, max_new_tokens: int):
+        self.lm, self.cache, self.attention_mask = lm, prefill_cache, attention_mask
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, attends: torch.Tensor) -> torch.Tensor:
-        outputs = self.lm(input_ids=tokens[:, None], attention_mask=attends[..., : self.length + 1],
-                          position_ids=positions, past_key_values=self.cache, use_cache=True)
-        self.length += 1
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(len(tokens), 1)], dim=1)
+        outputs = self.lm(input_ids=tokens[:, None], attention_mask=self.attention_mask, position_ids=positions,
+                          past_key_values=self.cache, use_cache=True)
         return outputs.logits[:, -1]
 
 
@@ -49,16 +50,13 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
     stream; after a row's EOS only pad. Stops once every row has ended."""
     attention_mask = (queries != pad_id).long()
     positions = position_ids(attention_mask)
-    outputs = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+    prefill = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
                  logits_to_keep=1)
-    logits = outputs.logits[:, -1]
-    decode = (GPT2Decoder if supports(lm) else TransformersDecoder)(lm, outputs.past_key_values, max_new_tokens)
+    logits = prefill.logits[:, -1]
+    decoder = GPT2Decoder if supports(lm) else TransformersDecoder
+    decode = decoder(lm, prefill.past_key_values, attention_mask, max_new_tokens)
+    del prefill  # GPT2Decoder has copied the prompt's keys and values into its own cache
     batch = queries.shape[0]
-    # Which cached keys each new token attends to, in the (B, 1, query, key) form attention takes as it is: the
-    # prompt's own tokens and every sampled one. Built once; each step passes the part up to its own key, where a 2D
-    # mask would be expanded into this anew at every step.
-    attends = torch.cat([attention_mask.bool(), attention_mask.new_ones(batch, max_new_tokens, dtype=torch.bool)],
-                        dim=1)[:, None, None, :]
     unfinished = torch.ones(batch, dtype=torch.bool, device=queries.device)
     tokens = []
     for step in range(max_new_tokens):
@@ -70,5 +68,5 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
         if step == max_new_tokens - 1 or not unfinished.any():
             break
         positions = positions[:, -1:] + 1
-        logits = decode(next_tokens, positions, attends)
+        logits = decode(next_tokens, positions)
     return torch.stack(tokens, dim=1)

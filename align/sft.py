@@ -30,11 +30,10 @@ def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import SFTConfig
 
-    from align.sft_trainer import sft_trainer_class
-
     from align.data import read_records
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer, set_attention_dropout
+    from align.sft_trainer import sft_trainer_class
     from data_prep.prepare import ensure_prepared
 
     run_dir = Path(cfg.paths.sft)

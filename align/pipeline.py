@@ -123,10 +123,12 @@ def run_pipeline(cfg: Config) -> dict:
 
     results = json.loads((Path(cfg.paths.eval) / "eval.json").read_text())
     if is_main_process():
-        print(f"[pipeline] evaluation ({Path(cfg.paths.eval) / 'report.md'})" +
-              (":\n" if timings["eval"] == "skipped" else ": its table is above"))
-        if timings["eval"] == "skipped":  # a stage that ran printed the table itself
+        report = Path(cfg.paths.eval) / "report.md"
+        if timings["eval"] == "skipped":
+            print(f"[pipeline] evaluation ({report}):\n")
             print_table(results)
+        else:  # the stage that ran printed the table itself
+            print(f"[pipeline] evaluation ({report}): its table is above")
     return {"stages": timings, "eval": results}
 
 

@@ -125,8 +125,8 @@ class TrainerSettings:
 class SFTSettings(TrainerSettings):
     attention_dropout: float | None  # dropout on GPT-2's attention weights while SFT trains; None: the model's own
     packing: bool  # pack conversations into rows of max_length tokens instead of padding each one
-    packing_strategy: str  # "bfd": documents never attend to each other (padding-free; fast with FlashAttention,
-    #   slow with a CPU's dense block mask); "wrapped": rows cut across documents, which attend to each other
+    packing_strategy: str  # "bfd": whole documents, which never attend to each other (align/packed_rows.py);
+    #   "wrapped": rows cut across documents, which attend to each other
     trl_fused_lm_head: bool  # TRL's tiled LM head for the loss (less memory, slower on a CPU); false: the model's own
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from align.config import Config
 from align.distributed import drop_launcher_arguments, main_process_first
 from align.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
+from align.trainer_setup import last_checkpoint, stage_callbacks, train_from
 
 
 def train(cfg: Config) -> dict:
@@ -33,7 +33,7 @@ def train(cfg: Config) -> dict:
     from align.data import read_records
     from align.judging import gold_evaluation
     from align.models import load_causal_lm, load_tokenizer, set_attention_dropout
-    from align.sft_trainer import sft_trainer_class
+    from align.sft_trainer import sft_arguments, sft_trainer
     from data_prep.prepare import ensure_prepared
 
     run_dir = Path(cfg.paths.sft)
@@ -52,16 +52,10 @@ def train(cfg: Config) -> dict:
     set_attention_dropout(model, cfg.sft.attention_dropout)
 
     # 3. trainer: loss on assistant tokens only, through the template's {% generation %} markers
-    args = SFTConfig(
-        **trainer_arguments(cfg.sft, cfg, run_dir),
-        max_length=cfg.sft.max_length,
-        packing=cfg.sft.packing,
-        packing_strategy=cfg.sft.packing_strategy,
-        assistant_only_loss=True,
-    )
-    trainer = sft_trainer_class(cfg.sft.trl_fused_lm_head)(
+    trainer = sft_trainer(
+        cfg.sft.trl_fused_lm_head,
         model=model,
-        args=args,
+        args=SFTConfig(**sft_arguments(cfg, run_dir)),
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records),
         processing_class=tokenizer,

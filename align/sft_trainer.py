@@ -9,13 +9,21 @@ through it and 16.4 s with the model's own loss (15.0-15.3 s in the benchmark's 
 
 With the model's own loss (full logits, cross-entropy on the labels TRL's collator builds: -100 outside the
 assistant's turns and on padding), all the rest is still TRL's: data preparation, assistant-only labels, packing, the
-training loop. TRL's `entropy`, `mean_token_accuracy` and `num_tokens` metrics are then not logged.
+training loop. TRL's `entropy`, `mean_token_accuracy` and `num_tokens` metrics are then not logged. Packed batches
+are rows of max_length rather than TRL's one flattened row unless the model has FlashAttention's variable-length
+kernel (align/packed_rows.py).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import Trainer
 from trl import SFTTrainer
+
+from align.config import Config
+from align.packed_rows import keep_packed_rows_apart
+from align.trainer_setup import trainer_arguments
 
 
 class ModelLossSFTTrainer(SFTTrainer):
@@ -28,5 +36,23 @@ class ModelLossSFTTrainer(SFTTrainer):
                                     num_items_in_batch=num_items_in_batch)
 
 
-def sft_trainer_class(trl_fused_lm_head: bool) -> type[SFTTrainer]:
-    return SFTTrainer if trl_fused_lm_head else ModelLossSFTTrainer
+def sft_arguments(cfg: Config, run_dir: Path) -> dict:
+    """SFTConfig's arguments for the stage: the shared trainer settings, then SFT's own. The loss is on the assistant's
+    tokens only, through the template's {% generation %} markers."""
+    return dict(
+        **trainer_arguments(cfg.sft, cfg, run_dir),
+        max_length=cfg.sft.max_length,
+        packing=cfg.sft.packing,
+        packing_strategy=cfg.sft.packing_strategy,
+        assistant_only_loss=True,
+    )
+
+
+def sft_trainer(trl_fused_lm_head: bool, **trainer_arguments) -> SFTTrainer:
+    """The stage's trainer. With trl_fused_lm_head, TRL's own throughout: its loss reads a packed batch's token count
+    off one flattened row, so its packed layout stays too."""
+    if trl_fused_lm_head:
+        return SFTTrainer(**trainer_arguments)
+    trainer = ModelLossSFTTrainer(**trainer_arguments)
+    keep_packed_rows_apart(trainer)
+    return trainer

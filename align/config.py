@@ -127,7 +127,7 @@ class SFTSettings(TrainerSettings):
     packing: bool  # pack conversations into rows of max_length tokens instead of padding each one
     packing_strategy: str  # "bfd": whole documents, which never attend to each other (align/packed_rows.py);
     #   "wrapped": rows cut across documents, which attend to each other
-    trl_fused_lm_head: bool  # TRL's tiled LM head for the loss (less memory, slower on a CPU); false: the model's own
+    trl_fused_lm_head: bool  # TRL's tiled LM head for the loss (less memory, slower on a CPU); false: align's own
 
 
 @dataclass

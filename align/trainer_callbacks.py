@@ -3,8 +3,9 @@
 - Checkpoints: each checkpoint the Trainer writes is marked complete (align.checkpoints) and only then are old ones
   removed, so resume always finds a complete one; on SIGTERM/SIGUSR1 the Trainer finishes its step, saves, and the
   stage stops with Preempted (exit status 75).
-- Non-finite guard: a NaN or inf in a training forward pass's loss (SFT's fused head returns it) or logits (the RM's
-  rewards), or a non-finite gradient norm, stops the run before the optimizer step, so no checkpoint holds NaN weights.
+- Non-finite guard: a NaN or inf in a training forward pass's loss (where the model returns one) or logits (SFT's
+  at labelled positions, the RM's rewards), or a non-finite gradient norm, stops the run before the optimizer step,
+  so no checkpoint holds NaN weights.
 """
 
 from __future__ import annotations

@@ -209,15 +209,19 @@ def gpt2_config(cfg, tokenizer, seq_len: int):
 
     A model built from scratch by the experiment (tiny): its cfg.model.scratch architecture, set up the way
     align.models.load_causal_lm sets it up. A hub model (small: gpt2): GPT2Config() defaults, which are gpt2's
-    architecture (12 layers, 768 wide, 12 heads, 1024 positions), with random weights, so nothing is downloaded.
+    architecture (12 layers, 768 wide, 12 heads, 1024 positions), with random weights, so nothing is downloaded, and
+    gpt2's vocabulary size with the chat tokens align.tokens adds: the benchmark's BPE uses only the first rows, but
+    the vocabulary projection costs what it costs gpt2 (a third of its FLOPs per token).
     """
     from transformers import GPT2Config
 
     from align.models import scratch_config
+    from align.tokens import IM_END, IM_START, PAD
 
     arch = cfg.model.scratch
     if arch is None:
-        config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        vocab_size = max(len(tokenizer), GPT2Config().vocab_size + len((IM_START, IM_END, PAD)))
+        config = GPT2Config(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:
         config = scratch_config(arch, tokenizer)
@@ -328,12 +332,15 @@ def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tu
 
 
 def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int, sft) -> Measurement:
-    """Forward with the model's own loss, backward, clip and AdamW step: what Trainer does, without the framework.
+    """Forward and loss as the stage computes them (logits at labelled positions only, align.sft_trainer), backward,
+    clip and AdamW step: what Trainer does, without the framework.
 
     The optimizer is torch's fused AdamW, the one Trainer picks by default (adamw_torch_fused), with the stage's
     settings `sft` (lr, betas, eps, weight decay on every parameter, which costs the same) and its gradient
     clipping; the learning rate stays constant, which costs nothing either way.
     """
+    from align.sft_trainer import labelled_token_loss, predicts_a_label
+
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -346,7 +353,9 @@ def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int, sft) -
     seconds, tokens, slots = [], [], []
     for index, batch in enumerate(batches):
         start = time.perf_counter()
-        loss = model(**batch).loss
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        logits = model(**inputs, logits_to_keep=predicts_a_label(batch["labels"])).logits
+        loss = labelled_token_loss(logits, batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), sft.max_grad_norm)
         optimizer.step()
@@ -559,11 +568,13 @@ def main() -> None:
         "Non-pad tokens: attention_mask == 1 (unpacked, wrapped) or input_ids != pad (packed); TRL rows use "
         "the trainer's own count (include_num_input_tokens_seen='non_padding'). fill = non-pad / all input positions.",
         "Timing: after the warm-up steps, the mean over the timed steps of on_step_begin -> "
-        "on_step_end (TRL) or forward -> optimizer step (plain), data loading and collation excluded. Plain loop: "
-        "model's own loss (full logits + cross-entropy), fused AdamW and clipping as the stage's config sets them, "
+        "on_step_end (TRL) or forward -> optimizer step (plain), data loading and collation excluded. Plain loop: the "
+        "stage's loss (logits at labelled positions only), fused AdamW and clipping as the stage's config sets them, "
         "replaying the TRL run's batches; gradient checkpointing as the stage sets it in the TRL rows, off in the "
         "plain loop.",
-        "model GFLOP/s = 6 x params x non-pad tok/s (params include the tied embedding); % of matmul relative to the "
+        "model GFLOP/s = 6 x params x non-pad tok/s (params include the tied embedding), as if every token went "
+        "through the vocabulary projection; the stage projects only positions that predict a label, so it executes "
+        "fewer FLOPs than this counts. % of matmul relative to the "
         "machine row. Peak RSS: whole-process high-water mark, reset before each configuration. The last column "
         "re-measures the matmul rate (1 + 3 reps) right before each configuration: where it is well below the "
         "machine row, other work was competing for the 2 cores and that row is slowed too.",

@@ -29,7 +29,7 @@ def packed_trainer(tokenizer, tiny_data_root, attention: str, max_length: int = 
     from trl import SFTConfig
 
     from align.models import load_causal_lm
-    from align.sft_trainer import ModelLossSFTTrainer
+    from align.sft_trainer import LabelledLogitsSFTTrainer
 
     model = load_causal_lm(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)
     model.set_attn_implementation(attention)
@@ -37,7 +37,7 @@ def packed_trainer(tokenizer, tiny_data_root, attention: str, max_length: int = 
     args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=max_length, packing=True,
                      report_to=[], bf16=False)
     dataset = Dataset.from_list([{"messages": messages} for messages in CONVERSATIONS])
-    return ModelLossSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return LabelledLogitsSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
 def alone(tokenizer, messages) -> tuple[list[int], list[int]]:

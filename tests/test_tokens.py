@@ -63,16 +63,16 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
 
 
 @pytest.mark.parametrize("packing", [False, True])
-def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
-    """align.sft_trainer's loss (the model's own) is TRL's, on the same batch: assistant tokens only, divided by the
-    number of trained tokens, or by the token count of a whole accumulated batch when the Trainer passes one; padded
-    or packed."""
+def test_labelled_logits_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
+    """align.sft_trainer's loss (logits at labelled positions only) is TRL's, on the same batch: assistant tokens
+    only, divided by the number of trained tokens, or by the token count of a whole accumulated batch when the Trainer
+    passes one; padded or packed."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from align.models import load_causal_lm
-    from align.sft_trainer import ModelLossSFTTrainer
+    from align.sft_trainer import LabelledLogitsSFTTrainer
 
     config = tiny_config(f"paths.data={tiny_data_root}")
     model = load_causal_lm(config.model, tokenizer, None, seed=0)
@@ -81,7 +81,7 @@ def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
                      packing=packing)
     dataset = Dataset.from_list([{"messages": MESSAGES}, {"messages": short}])
     losses = {}
-    for trainer_class in (SFTTrainer, ModelLossSFTTrainer):
+    for trainer_class in (SFTTrainer, LabelledLogitsSFTTrainer):
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         rows = trainer.train_dataset  # two conversations, or one packed row of both
         batch = trainer.data_collator([rows[i] for i in range(len(rows))])
@@ -91,9 +91,26 @@ def test_model_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
             with torch.no_grad():
                 losses[trainer_class, num_items is None] = trainer.compute_loss(model, dict(batch),
                                                                                 num_items_in_batch=num_items)
+        if trainer_class is LabelledLogitsSFTTrainer:  # the vocabulary projection only where a label is predicted
+            with torch.no_grad():
+                _, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+            assert outputs.logits.shape == ((batch["labels"][:, 1:] != -100).sum(), len(tokenizer))
     for alone in (True, False):
-        assert torch.allclose(losses[SFTTrainer, alone], losses[ModelLossSFTTrainer, alone], atol=1e-5), losses
+        assert torch.allclose(losses[SFTTrainer, alone], losses[LabelledLogitsSFTTrainer, alone], atol=1e-5), losses
     assert not torch.allclose(losses[SFTTrainer, True], losses[SFTTrainer, False])
+
+
+def test_a_batch_without_labels_has_a_zero_loss_not_nan():
+    """A conversation cut off before the assistant speaks trains nothing; it must not stop the run as a NaN."""
+    import torch
+
+    from align.sft_trainer import labelled_token_loss, predicts_a_label
+
+    labels = torch.full((2, 5), -100)
+    logits = torch.zeros((int(predicts_a_label(labels).sum()), 7), requires_grad=True)
+    loss = labelled_token_loss(logits, labels)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None
 
 
 def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, tiny_data_root):

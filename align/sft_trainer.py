@@ -12,8 +12,9 @@ Here the model projects onto the vocabulary only the positions whose next token 
 not the prompts, not the padding), through transformers' boolean `logits_to_keep`, and the loss is the cross-entropy
 there: the model's own causal-LM loss, without the logits it would throw away. All the rest is still TRL's: data
 preparation, assistant-only labels, packing, the training loop. TRL's `entropy`, `mean_token_accuracy` and
-`num_tokens` metrics are then not logged. Packed batches are rows of max_length rather than TRL's one flattened row
-unless the model has FlashAttention's variable-length kernel (align/packed_rows.py).
+`num_tokens` metrics are then not logged, and TRL's loss options (label smoothing, DFT, compute_loss_func) do not
+apply. Packed batches are a row per packed bin rather than TRL's one flattened row unless the model has FlashAttention's
+variable-length kernel (align/packed_rows.py).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def sft_arguments(cfg: Config, run_dir: Path) -> dict:
 
 
 def sft_trainer(trl_fused_lm_head: bool, **trainer_kwargs) -> SFTTrainer:
-    """The stage's trainer. With trl_fused_lm_head, TRL's own throughout: its loss reads a packed batch's token count
-    off one flattened row, so its packed layout stays too."""
+    """The stage's trainer. With trl_fused_lm_head, TRL's own throughout: its `num_tokens` metric reads a packed
+    batch's token count off one flattened row, so its packed layout stays too."""
     if trl_fused_lm_head:
         return SFTTrainer(**trainer_kwargs)
     trainer = LabelledLogitsSFTTrainer(**trainer_kwargs)

@@ -4,7 +4,7 @@ Prints one Markdown table: this machine's fp32 matmul rate, then, for each model
 achieved model FLOP rate (6 * parameters * non-pad tokens/s) and its share of the matmul rate for
 
     TRL SFTTrainer as align.sft configures it: unpacked, padded to the longest in the batch, assistant_only_loss
-    the same with sft.packing=true (TRL's bfd bins, each a row of max_length tokens: align/packed_rows.py)
+    the same with sft.packing=true (TRL's bfd bins of at most max_length tokens, a row each: align/packed_rows.py)
     the same with sft.packing_strategy=wrapped (rows cut across documents, which then attend to each other)
     a plain loop (forward, loss, backward, clip, AdamW step) over the very batches each TRL run trained on
     gpt2-124m only: TRL unpacked with sft.gradient_checkpointing=true, the price of that memory-saving option
@@ -354,7 +354,8 @@ def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int, sft) -
     for index, batch in enumerate(batches):
         start = time.perf_counter()
         inputs = {key: value for key, value in batch.items() if key != "labels"}
-        logits = model(**inputs, logits_to_keep=predicts_a_label(batch["labels"])).logits
+        # No key/value cache, as in the stage: with one, transformers would not read packed documents off position_ids.
+        logits = model(**inputs, use_cache=False, logits_to_keep=predicts_a_label(batch["labels"])).logits
         loss = labelled_token_loss(logits, batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), sft.max_grad_norm)

@@ -81,7 +81,9 @@ def test_each_document_of_a_packed_row_is_computed_as_if_alone(tokenizer, tiny_d
 
     expected = {tuple(alone(tokenizer, messages)[0]): alone(tokenizer, messages) for messages in CONVERSATIONS}
     with torch.no_grad():
-        logits = trainer.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        # use_cache=False as in training: with a cache, transformers does not read documents off position_ids.
+        logits = trainer.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                               use_cache=False).logits
         seen = 0
         for row, packed in enumerate(bins):
             start = 0
@@ -132,5 +134,28 @@ def test_flash_attention_and_unpacked_runs_keep_trls_collator(tokenizer, tiny_da
     trainer.args.packing = False
     keep_packed_rows_apart(trainer)
     assert trainer.data_collator is trls
-    with pytest.raises(ValueError, match="packed examples"):
-        PackedRowsCollator(pad_token_id=0)([{"input_ids": [1, 2], "labels": [1, 2]}])
+    # An unpacked evaluation set (eval_packing=False) goes through the same collator: padded rows with their mask.
+    batch = PackedRowsCollator(pad_token_id=0)([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]},
+                                                {"input_ids": [4], "labels": [4]}])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[1, 2, 3], [4, -100, -100]]
+
+
+@pytest.mark.parametrize("trl_fused_lm_head", [False, True])
+def test_the_stage_trainer_keeps_packed_rows_apart_unless_it_is_trls_own(tokenizer, tiny_data_root,
+                                                                          trl_fused_lm_head):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from align.models import load_causal_lm
+    from align.packed_rows import PackedRowsCollator
+    from align.sft_trainer import LabelledLogitsSFTTrainer, sft_trainer
+
+    model = load_causal_lm(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, packing=True, report_to=[],
+                     bf16=False)
+    trainer = sft_trainer(trl_fused_lm_head, model=model, args=args, processing_class=tokenizer,
+                          train_dataset=Dataset.from_list([{"messages": messages} for messages in CONVERSATIONS]))
+    assert isinstance(trainer, SFTTrainer)
+    assert isinstance(trainer, LabelledLogitsSFTTrainer) != trl_fused_lm_head
+    assert isinstance(trainer.data_collator, PackedRowsCollator) != trl_fused_lm_head

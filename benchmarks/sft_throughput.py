@@ -484,6 +484,11 @@ def target_notes(matmul: float, models: dict[str, tuple[int, ModelSpec, dict[str
         for label, value, goal, unit in checks:
             shown = f"{value:.0%}" if unit == "%" else f"{value:.3f}x"
             notes.append(f"- target {name}: {label}: {shown} -> {'met' if value >= goal else 'MISSED'}")
+        for layout in ("unpacked", "packed", "wrapped"):
+            trl, plain = results[f"TRL {layout}"].seconds, results[f"plain {layout}"].seconds
+            ratios = ", ".join(f"{p / t:.2f}" for t, p in zip(trl, plain))
+            notes.append(f"- {name} {layout}: plain s / TRL s, step by step on the same batches: {ratios} "
+                         f"(median {statistics.median(p / t for t, p in zip(trl, plain)):.2f})")
         notes.append(f"- {name}: unpacked rows {results['TRL unpacked'].fill:.0%} real tokens, packed rows "
                      f"{results['TRL packed'].fill:.0%}")
     return notes

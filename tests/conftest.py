@@ -106,6 +106,14 @@ def tiny_config(*overrides: str, stage: str = "sft"):
     return load(_without_hydra(compose_config("+experiment=tiny", *overrides, stage=stage)))
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tiny_data_root):
+    """The tiny world's chat tokenizer, as the stages load it."""
+    from align.models import load_tokenizer
+
+    return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, tiny_data_root) -> Path:
     """The runs root of the README's main job, `python -m align.pipeline +experiment=tiny`, run the hard way:

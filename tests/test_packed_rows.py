@@ -17,14 +17,9 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_data_root):
-    from align.models import load_tokenizer
-
-    return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
-
-
-def packed_trainer(tokenizer, tiny_data_root, attention: str, max_length: int = 64):
+def packed_trainer(tokenizer, tiny_data_root, attention: str, build=None):
+    """A packed SFT trainer over CONVERSATIONS; `build` makes it from its keyword arguments (default: the stage's
+    trainer class itself, so the collator is still TRL's)."""
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -34,10 +29,11 @@ def packed_trainer(tokenizer, tiny_data_root, attention: str, max_length: int = 
     model = load_causal_lm(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)
     model.set_attn_implementation(attention)
     model.eval()  # no dropout: outputs compared exactly
-    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=max_length, packing=True,
-                     report_to=[], bf16=False)
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, packing=True, report_to=[],
+                     bf16=False)
     dataset = Dataset.from_list([{"messages": messages} for messages in CONVERSATIONS])
-    return LabelledLogitsSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return (build or LabelledLogitsSFTTrainer)(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer)
 
 
 def alone(tokenizer, messages) -> tuple[list[int], list[int]]:
@@ -144,18 +140,14 @@ def test_flash_attention_and_unpacked_runs_keep_trls_collator(tokenizer, tiny_da
 @pytest.mark.parametrize("trl_fused_lm_head", [False, True])
 def test_the_stage_trainer_keeps_packed_rows_apart_unless_it_is_trls_own(tokenizer, tiny_data_root,
                                                                           trl_fused_lm_head):
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from functools import partial
 
-    from align.models import load_causal_lm
+    from trl import SFTTrainer
+
     from align.packed_rows import PackedRowsCollator
     from align.sft_trainer import LabelledLogitsSFTTrainer, sft_trainer
 
-    model = load_causal_lm(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)
-    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, packing=True, report_to=[],
-                     bf16=False)
-    trainer = sft_trainer(trl_fused_lm_head, model=model, args=args, processing_class=tokenizer,
-                          train_dataset=Dataset.from_list([{"messages": messages} for messages in CONVERSATIONS]))
+    trainer = packed_trainer(tokenizer, tiny_data_root, "sdpa", build=partial(sft_trainer, trl_fused_lm_head))
     assert isinstance(trainer, SFTTrainer)
     assert isinstance(trainer, LabelledLogitsSFTTrainer) != trl_fused_lm_head
     assert isinstance(trainer.data_collator, PackedRowsCollator) != trl_fused_lm_head

@@ -18,13 +18,6 @@ PAIR = {
 }
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_data_root):
-    from align.models import load_tokenizer
-
-    return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
-
-
 @pytest.fixture
 def rm(tokenizer, tiny_data_root):
     return load_reward_model(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)

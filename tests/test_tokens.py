@@ -15,13 +15,6 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_data_root):
-    from align.models import load_tokenizer
-
-    return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
-
-
 def test_pad_is_distinct_from_eos_and_eos_ends_a_turn(tokenizer):
     assert tokenizer.pad_token == PAD and tokenizer.eos_token == IM_END
     assert tokenizer.pad_token_id != tokenizer.eos_token_id

@@ -16,13 +16,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from align.config import Config
-from align.errors import UserError
-from align.runs import run_stage
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.runs import run_stage
 
 
 def reply(model, tokenizer, messages: list[dict], cfg: Config) -> str:
-    from align.sampling import sample
+    from align.evaluation.sampling import sample
 
     (completion,) = sample(model, tokenizer, [messages], cfg.chat.max_new_tokens, cfg.chat.temperature,
                            batch_size=1, seed=cfg.seed + len(messages))
@@ -32,7 +32,7 @@ def reply(model, tokenizer, messages: list[dict], cfg: Config) -> str:
 def chat(cfg: Config) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from align.models import load_tokenizer
+    from align.modeling.models import load_tokenizer
 
     name = cfg.chat.model
     if name.startswith(cfg.paths.root) and not Path(name).is_dir():

@@ -25,10 +25,10 @@ from statistics import mean
 import hydra
 from omegaconf import DictConfig
 
-from align.config import Config
-from align.distributed import drop_launcher_arguments, main_process_first
-from align.errors import UserError
-from align.runs import is_main_process, run_stage, start_run
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.distributed import drop_launcher_arguments, main_process_first
+from align.runtime.runs import is_main_process, run_stage, start_run
 
 BASE = "base"  # the label value meaning "what SFT starts from": sft.init_from, or model.scratch with the run's seed
 
@@ -43,12 +43,11 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
 def evaluate(cfg: Config) -> dict:
     from tqdm import tqdm
 
-    from align.data import read_records
-    from align.eval_report import print_table, write_plot, write_report
-    from align.models import load_causal_lm, load_tokenizer
-    from align.reward import load_reward_model
-    from align.sampling import sample
-    from align.scoring import response_logprob_sums, reward_scores
+    from align.core.records import read_records
+    from align.evaluation.sampling import sample
+    from align.evaluation.scoring import response_logprob_sums, reward_scores
+    from align.evaluation.tables import print_table, write_plot, write_report
+    from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
     from data_prep.prepare import ensure_prepared
 
     e = cfg.eval

@@ -24,11 +24,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from align.config import Config
-from align.distributed import drop_launcher_arguments
-from align.errors import UserError
-from align.preemption import Preempted, stop_request
-from align.runs import is_main_process, run_stage
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.distributed import drop_launcher_arguments
+from align.runtime.preemption import Preempted, stop_request
+from align.runtime.runs import is_main_process, run_stage
 
 # What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
 STAGE_INPUTS = {
@@ -119,7 +119,7 @@ def run_pipeline(cfg: Config) -> dict:
     print("\n[pipeline] " + ", ".join(f"{stage} {took}" for stage, took in timings.items()))
     if "eval" not in cfg.pipeline.stages:
         return {"stages": timings}
-    from align.eval_report import print_table
+    from align.evaluation.tables import print_table
 
     results = json.loads((Path(cfg.paths.eval) / "eval.json").read_text())
     if is_main_process():

@@ -13,7 +13,7 @@ tokens after a response's first EOS are padding. A response without EOS gets the
     python -m align.ppo +experiment=tiny                 # offline, CPU, after align.sft and align.rm
     python -m align.ppo +experiment=small
     python -m align.ppo +experiment=tiny +ablation=grpo  # TRL's RLOO, GRPO or DPO in PPO's place (ppo.algorithm):
-                                                         # align/trl_alternatives.py
+                                                         # align/trainers/alternatives.py
 
 Reads   cfg.ppo.policy_init (${paths.sft}/final), cfg.ppo.value_init / reward_model (${paths.rm}/final),
         cfg.data.prompts_train, cfg.data.ptx_train (PPO-ptx)
@@ -31,39 +31,32 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from align.config import Config
-from align.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
-from align.errors import UserError
-from align.preemption import Preempted, stop_request
-from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
+from align.runtime.preemption import Preempted, stop_request
+from align.runtime.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
 
 
 def train(cfg: Config) -> dict:
     if cfg.ppo.algorithm != "ppo":  # RLOO, GRPO or DPO from TRL in PPO's place
-        from align.trl_alternatives import train as train_alternative
+        from align.trainers.alternatives import train as train_alternative
 
         return train_alternative(cfg)
     import torch
     from accelerate import Accelerator
 
-    from align import checkpoints, faults
-    from align.data import read_records
-    from align.guards import require_finite
-    from align.judging import gold_evaluation
-    from align.models import load_causal_lm, load_tokenizer
-    from align.reward import disable_dropout, load_reward_model, reward_at_eos
-    from align.rlhf import alarms, checkpoint
+    from align.core.records import read_records
+    from align.evaluation.judging import gold_evaluation
+    from align.modeling.forward import entropy, lm_logits, response_logprobs
+    from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+    from align.modeling.reward_model import reward_at_eos
+    from align.rlhf import alarms, ppo_checkpoint
     from align.rlhf import losses as L
-    from align.rlhf.policy_value import (
-        PolicyAndValue,
-        add_lora,
-        entropy,
-        lm_logits,
-        response_logprobs,
-        response_values,
-        unwrapped_for_generation,
-    )
+    from align.rlhf.policy_value import PolicyAndValue, add_lora, response_values, unwrapped_for_generation
     from align.rlhf.rollout import sample_responses
+    from align.runtime import checkpoints, faults
+    from align.runtime.guards import require_finite
     from data_prep.prepare import ensure_prepared
 
     s = cfg.ppo
@@ -165,7 +158,7 @@ def train(cfg: Config) -> dict:
     kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
     metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
-        loop = checkpoint.load(resumed_from, accelerator, model, optimizer, scheduler)
+        loop = ppo_checkpoint.load(resumed_from, accelerator, model, optimizer, scheduler)
         kl_coef, first_update = loop["kl_coef"], loop["update"] + 1
         order.set_state(loop["order"])
         sampling.set_state(loop["sampling"])
@@ -294,7 +287,7 @@ def train(cfg: Config) -> dict:
         if stopping or s.save_every and update % s.save_every == 0:
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
-            checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit,
+            ppo_checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit,
                             len(metrics_log))
         if stopping:
             raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")

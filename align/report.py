@@ -22,7 +22,7 @@ from statistics import mean, stdev
 
 from omegaconf import OmegaConf
 
-from align.eval_report import markdown_table
+from align.evaluation.tables import markdown_table
 
 POLICY = "ppo"  # the label of the trained policy in eval.json
 # (key in a run's row, column title, format)

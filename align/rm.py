@@ -22,21 +22,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from align.config import Config
-from align.distributed import drop_launcher_arguments, main_process_first
-from align.errors import UserError
-from align.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
-from align.trainer_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.distributed import drop_launcher_arguments, main_process_first
+from align.runtime.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
+from align.trainers.stage_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
 
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from align.data import read_records
-    from align.models import load_tokenizer
-    from align.reward import conversation_ids, load_reward_model, score, shift_scores
-    from align.rm_eval import evaluate_pairs
+    from align.core.records import read_records
+    from align.evaluation.rm_eval import evaluate_pairs
+    from align.modeling.models import load_reward_model, load_tokenizer
+    from align.modeling.reward_model import conversation_ids, score, shift_scores
     from data_prep.prepare import ensure_prepared
 
     run_dir = Path(cfg.paths.rm)

@@ -20,20 +20,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from align.config import Config
-from align.distributed import drop_launcher_arguments, main_process_first
-from align.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainer_setup import last_checkpoint, stage_callbacks, train_from
+from align.core.config import Config
+from align.runtime.distributed import drop_launcher_arguments, main_process_first
+from align.runtime.runs import MetricsLog, finish_run, run_stage, start_run
+from align.trainers.stage_setup import last_checkpoint, stage_callbacks, train_from
 
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import SFTConfig
 
-    from align.data import read_records
-    from align.judging import gold_evaluation
-    from align.models import load_causal_lm, load_tokenizer, set_attention_dropout
-    from align.sft_trainer import sft_arguments, sft_trainer
+    from align.core.records import read_records
+    from align.evaluation.judging import gold_evaluation
+    from align.modeling.models import load_causal_lm, load_tokenizer, set_attention_dropout
+    from align.trainers.sft_trainer import sft_arguments, sft_trainer
     from data_prep.prepare import ensure_prepared
 
     run_dir = Path(cfg.paths.sft)

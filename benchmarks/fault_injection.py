@@ -112,7 +112,7 @@ def loads(checkpoint: Path) -> bool:
 
 def survey(run_dir: Path) -> tuple[int, int]:
     """(checkpoints cut short: no marker, corrupt checkpoints: marker but a file does not load)."""
-    from align.checkpoints import is_complete
+    from align.runtime.checkpoints import is_complete
 
     found = [p for p in run_dir.iterdir() if CHECKPOINT_DIR.match(p.name) and p.is_dir()] if run_dir.is_dir() else []
     cut_short = sum(not is_complete(p) for p in found)

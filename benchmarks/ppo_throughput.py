@@ -8,11 +8,11 @@ almost nothing, so the benchmark measures the per-update overhead of the trainin
 passes, the PPO epochs and everything Python does around them.
 
 This benchmark builds the same kind of problem offline in a temporary directory (tokenizer trained with
-align.tokens.train_tiny_tokenizer, random GPT-2 policy and reward model saved as the upstream stages would save
+align.core.tokens.train_tiny_tokenizer, random GPT-2 policy and reward model saved as the upstream stages would save
 them, a prompts JSONL), composes the stage's config from conf/ with Hydra as `python -m align.ppo +experiment=tiny
-...` would, and runs align.ppo.train through align.runs.run_stage (config validation, the allocator setting of
-align.allocator) in a child process, so that the peak RSS reported is the stage's own (imports, config, models, the
-loop) and not the tokenizer training of the setup.
+...` would, and runs align.ppo.train through align.runtime.runs.run_stage (config validation, the allocator setting of
+align.runtime.allocator) in a child process, so that the peak RSS reported is the stage's own (imports, config, models,
+the loop) and not the tokenizer training of the setup.
 
 Timing comes from the stage itself: every update logs time/rollout_s, time/score_s and time/update_s into
 <run_dir>/metrics.jsonl. The child also timestamps each metrics.jsonl write (a wrapper around MetricsLog.write), so
@@ -120,17 +120,17 @@ def build_problem(work: Path, prompt_repeats: int) -> dict:
     stdlib text plus the rendered prompts, repeated `prompt_repeats` times so that their words become single tokens,
     which brings the templated prompts close to the peer's lengths with the peer's own prompt strings.
 
-    The models are built as the upstream stages would leave them (align.models.scratch_config, the chat token ids
-    set), with GPT2Config's default initializer range (0.02, the peer's) and no dropout, and saved with the tokenizer
-    next to them. One reward model directory serves as both value_init and reward_model: same shape as the peer's
-    separate reward and value models, so the same cost.
+    The models are built as the upstream stages would leave them (align.modeling.models.scratch_config, the chat token
+    ids set), with GPT2Config's default initializer range (0.02, the peer's) and no dropout, and saved with the
+    tokenizer next to them. One reward model directory serves as both value_init and reward_model: same shape as the
+    peer's separate reward and value models, so the same cost.
     """
     import torch
     from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-    from align.config import ScratchArchitecture
-    from align.models import scratch_config, set_chat_token_ids
-    from align.tokens import train_tiny_tokenizer
+    from align.core.config import ScratchArchitecture
+    from align.core.tokens import train_tiny_tokenizer
+    from align.modeling.models import scratch_config, set_chat_token_ids
 
     prompts = peer_prompts(NUM_PROMPTS, SEED)
     tokenizer_dir, policy_dir, rm_dir = work / "tokenizer", work / "sft", work / "rm"
@@ -186,8 +186,8 @@ def stage_overrides(problem: dict, work: Path) -> list[str]:
 
 
 def compose_stage_config(overrides: list[str]):
-    """The config the stage would run with (Hydra's compose API, hydra node dropped), for align.runs.run_stage or
-    align.config.load.
+    """The config the stage would run with (Hydra's compose API, hydra node dropped), for align.runtime.runs.run_stage
+    or align.core.config.load.
 
     As tests/conftest.py does it. Options in OPTIONAL_OVERRIDES are added when the composed ppo node has them.
     """
@@ -210,8 +210,8 @@ def compose_stage_config(overrides: list[str]):
 
 
 def run_child(spec_path: Path) -> None:
-    """Run align.ppo.train on the composed config, through align.runs.run_stage as `python -m align.ppo` does, and
-    write what the parent needs next to the spec.
+    """Run align.ppo.train on the composed config, through align.runtime.runs.run_stage as `python -m align.ppo` does,
+    and write what the parent needs next to the spec.
 
     Each metrics.jsonl write of an update is timestamped (MetricsLog.write wrapped on the class; nothing in align/
     changes), giving the wall time of every loop iteration. ru_maxrss is this process's peak: Python, torch,
@@ -220,24 +220,24 @@ def run_child(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     import torch
 
-    import align.runs
-    from align.config import load
+    import align.runtime.runs
+    from align.core.config import load
     from align.ppo import train
-    from align.runs import run_stage
+    from align.runtime.runs import run_stage
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     stage_cfg, extra = compose_stage_config(spec["overrides"])
     cfg = load(stage_cfg)
     stamps: list[tuple[int, float]] = []
-    write = align.runs.MetricsLog.write
+    write = align.runtime.runs.MetricsLog.write
 
     def timed_write(self, step, metrics):
         if "time/rollout_s" in metrics:  # an update's line, not the final summary
             stamps.append((step, time.perf_counter()))
         write(self, step, metrics)
 
-    align.runs.MetricsLog.write = timed_write
+    align.runtime.runs.MetricsLog.write = timed_write
     started = time.perf_counter()
     if spec["profile"]:
         import cProfile
@@ -359,7 +359,7 @@ def main() -> None:
         result = measure(work, problem, args.profile, args.threads)
     summary = summarise(result, args.warmup)
     # The config the stage ran with, re-composed here for the notes (cheap, and the same files are not needed).
-    from align.config import load
+    from align.core.config import load
 
     cfg = load(compose_stage_config(stage_overrides(problem, work))[0])
     result["ppo_epochs"] = cfg.ppo.ppo_epochs

@@ -4,14 +4,14 @@ Prints one Markdown table: this machine's fp32 matmul rate, then, for each model
 achieved model FLOP rate (6 * parameters * non-pad tokens/s) and its share of the matmul rate for
 
     TRL SFTTrainer as align.sft configures it: unpacked, padded to the longest in the batch, assistant_only_loss
-    the same with sft.packing=true (TRL's bfd bins of at most max_length tokens, a row each: align/packed_rows.py)
-    the same with sft.packing_strategy=wrapped (rows cut across documents, which then attend to each other)
-    a plain loop (forward, loss, backward, clip, AdamW step) over the very batches each TRL run trained on
-    gpt2-124m only: TRL unpacked with sft.gradient_checkpointing=true, the price of that memory-saving option
+    the same with sft.packing=true (TRL's bfd bins of at most max_length tokens, a row each:
+    align/trainers/packed_rows.py) the same with sft.packing_strategy=wrapped (rows cut across documents, which then
+    attend to each other) a plain loop (forward, loss, backward, clip, AdamW step) over the very batches each TRL run
+    trained on gpt2-124m only: TRL unpacked with sft.gradient_checkpointing=true, the price of that memory-saving option
 
 The TRL runs take their arguments from the real config tree, composed by Hydra for the experiment the model belongs
 to (tiny: +experiment=tiny, gpt2-124m: +experiment=small) and turned into SFTConfig by the stage's own
-align.sft_trainer.sft_arguments, so a change of the stage's defaults (gradient checkpointing, optimizer,
+align.trainers.sft_trainer.sft_arguments, so a change of the stage's defaults (gradient checkpointing, optimizer,
 precision) shows up here without editing the benchmark. Only rows per step, max_length, max_steps and the seed are
 overridden on the config, and checkpointing, evaluation, logging and reporting are turned off on the SFTConfig.
 
@@ -144,13 +144,13 @@ def peak_rss_mib() -> float:
 def stage_config(spec: ModelSpec, seq_len: int, seed: int, *overrides: str):
     """The validated Config `python -m align.sft +experiment=<spec.experiment> <overrides>` would run with.
 
-    Composed from conf/ and checked by align.config.load as the stage's entry point does (compose leaves out the
+    Composed from conf/ and checked by align.core.config.load as the stage's entry point does (compose leaves out the
     hydra node, as @hydra.main does), with the benchmark's sizes as command-line overrides: rows per step,
     max_length, max_steps (warm-up + timed steps) and the seed. `overrides` are the stage options a row varies.
     """
     from hydra import compose, initialize_config_dir
 
-    from align.config import load
+    from align.core.config import load
 
     sizes = [
         f"+experiment={spec.experiment}",
@@ -197,7 +197,7 @@ def build_tokenizer(conversations: list[dict], vocab_size: int, out_dir: Path):
     """The project's chat tokenizer (ChatML template with generation markers, distinct pad), trained on the data."""
     from transformers import AutoTokenizer
 
-    from align.tokens import train_tiny_tokenizer
+    from align.core.tokens import train_tiny_tokenizer
 
     texts = [message["content"] for conversation in conversations for message in conversation["messages"]]
     train_tiny_tokenizer(texts, vocab_size, out_dir)
@@ -208,15 +208,15 @@ def gpt2_config(cfg, tokenizer, seq_len: int):
     """GPT-2 config of a benchmarked model, its vocabulary the tokenizer's and its context at least `seq_len`.
 
     A model built from scratch by the experiment (tiny): its cfg.model.scratch architecture, set up the way
-    align.models.load_causal_lm sets it up. A hub model (small: gpt2): GPT2Config() defaults, which are gpt2's
+    align.modeling.models.load_causal_lm sets it up. A hub model (small: gpt2): GPT2Config() defaults, which are gpt2's
     architecture (12 layers, 768 wide, 12 heads, 1024 positions), with random weights, so nothing is downloaded, and
-    gpt2's vocabulary size with the chat tokens align.tokens adds: the benchmark's BPE uses only the first rows, but
-    the vocabulary projection costs what it costs gpt2 (a third of its FLOPs per token).
+    gpt2's vocabulary size with the chat tokens align.core.tokens adds: the benchmark's BPE uses only the first rows,
+    but the vocabulary projection costs what it costs gpt2 (a third of its FLOPs per token).
     """
     from transformers import GPT2Config
 
-    from align.models import scratch_config
-    from align.tokens import IM_END, IM_START, PAD
+    from align.core.tokens import IM_END, IM_START, PAD
+    from align.modeling.models import scratch_config
 
     arch = cfg.model.scratch
     if arch is None:
@@ -234,7 +234,7 @@ def build_model(config, tokenizer, seed: int, sft):
     align.sft sets up the model it trains (chat token ids, the fused GELU kernel, sft.attention_dropout)."""
     from transformers import GPT2LMHeadModel
 
-    from align.models import set_attention_dropout, set_chat_token_ids, use_fused_gelu
+    from align.modeling.models import set_attention_dropout, set_chat_token_ids, use_fused_gelu
 
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
@@ -294,15 +294,15 @@ def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tu
     """Train cfg.sft.max_steps steps with SFTTrainer configured as align.sft configures it from `cfg`; returns the
     timing of the steps after `warmup` and the batches trained on.
 
-    The arguments and the trainer are the stage's own (align.sft_trainer.sft_arguments and sft_trainer). Overridden
-    after them, and only because a benchmark has no use for them: checkpoints, evaluation (there is no eval set),
-    logging, reporting and the progress bar, plus the trainer's non-pad token count the timer reads. sft_arguments
+    The arguments and the trainer are the stage's own (align.trainers.sft_trainer.sft_arguments and sft_trainer).
+    Overridden after them, and only because a benchmark has no use for them: checkpoints, evaluation (there is no eval
+    set), logging, reporting and the progress bar, plus the trainer's non-pad token count the timer reads. sft_arguments
     also points TENSORBOARD_LOGGING_DIR into `out_dir`.
     """
     from transformers import PrinterCallback
     from trl import SFTConfig
 
-    from align.sft_trainer import sft_arguments, sft_trainer
+    from align.trainers.sft_trainer import sft_arguments, sft_trainer
 
     args = SFTConfig(
         **{
@@ -332,14 +332,14 @@ def run_trl(model, tokenizer, dataset, cfg, *, warmup: int, out_dir: Path) -> tu
 
 
 def run_plain(model, batches: list[dict], pad_token_id: int, warmup: int, sft) -> Measurement:
-    """Forward and loss as the stage computes them (logits at labelled positions only, align.sft_trainer), backward,
-    clip and AdamW step: what Trainer does, without the framework.
+    """Forward and loss as the stage computes them (logits at labelled positions only, align.trainers.sft_trainer),
+    backward, clip and AdamW step: what Trainer does, without the framework.
 
     The optimizer is torch's fused AdamW, the one Trainer picks by default (adamw_torch_fused), with the stage's
     settings `sft` (lr, betas, eps, weight decay on every parameter, which costs the same) and its gradient
     clipping; the learning rate stays constant, which costs nothing either way.
     """
-    from align.sft_trainer import labelled_token_loss, predicts_a_label
+    from align.trainers.sft_trainer import labelled_token_loss, predicts_a_label
 
     model.train()
     optimizer = torch.optim.AdamW(
@@ -525,9 +525,9 @@ def main() -> None:
     import transformers
     import trl
 
-    from align.allocator import keep_freed_memory
+    from align.runtime.allocator import keep_freed_memory
 
-    keep_freed_memory()  # as align.runs.run_stage does for the stage, and for the plain loop too
+    keep_freed_memory()  # as align.runtime.runs.run_stage does for the stage, and for the plain loop too
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -569,8 +569,8 @@ def main() -> None:
         "Rows per step are equal for unpacked and packed, so both have the same token budget per step "
         f"(rows x {args.seq_len}): unpacked rows are padded to the longest in the batch, packed rows are bins "
         "filled by bfd (best-fit decreasing), padded to the longest bin, with no attention mask: each document's "
-        "position_ids restart at 0, from which transformers builds a causal mask per document (align/packed_rows.py). "
-        "The last batch of an epoch can have fewer rows.",
+        "position_ids restart at 0, from which transformers builds a causal mask per document "
+        "(align/trainers/packed_rows.py). The last batch of an epoch can have fewer rows.",
         "Non-pad tokens: attention_mask == 1 (unpacked, wrapped) or input_ids != pad (packed); TRL rows use "
         "the trainer's own count (include_num_input_tokens_seen='non_padding'). fill = non-pad / all input positions.",
         "Timing: after the warm-up steps, the mean over the timed steps of on_step_begin -> "

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from align.contracts import CHECKS, reason
-from align.errors import UserError
+from align.core.contracts import CHECKS, reason
+from align.core.errors import UserError
 from data_prep.sources import Row, read_source
 from data_prep.writing import write_jsonl
 
@@ -39,7 +39,7 @@ DROPPED = "dropped.jsonl"  # every dropped record: line, field, problem, reason
 @dataclass(frozen=True)
 class Converted:
     line: int
-    kind: str  # a key of align.contracts.CHECKS
+    kind: str  # a key of align.core.contracts.CHECKS
     record: dict
 
 

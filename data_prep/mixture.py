@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from align.config import DataConfig
-from align.data import read_records
-from align.errors import UserError
+from align.core.config import DataConfig
+from align.core.errors import UserError
+from align.core.records import read_records
 from data_prep.convert import FILE_PREFIX
 from data_prep.writing import write_jsonl
 
@@ -57,7 +57,7 @@ def build_mixture(name: str, data: DataConfig, out_dir: Path) -> dict:
         taken[part] = len(chosen)
     rng.shuffle(mixed)
     if mixture.tokenizer_vocab_size is not None:
-        from align.tokens import train_tiny_tokenizer
+        from align.core.tokens import train_tiny_tokenizer
 
         train_tiny_tokenizer(list(texts(kind, [r for _, r in mixed])), mixture.tokenizer_vocab_size,
                              out_dir / "tokenizer")
@@ -92,8 +92,8 @@ def token_counter(tokenizer_name: str | None, kind: str):
         raise UserError("max_tokens is set but data.tokenizer is null: name the tokenizer lengths are counted in")
     from transformers import AutoTokenizer
 
-    from align.hub import load_local_or_hub
-    from align.tokens import add_chat_tokens
+    from align.core.hub import load_local_or_hub
+    from align.core.tokens import add_chat_tokens
 
     tokenizer = add_chat_tokens(load_local_or_hub(AutoTokenizer.from_pretrained, tokenizer_name, "tokenizer",
                                                   "data.tokenizer"))

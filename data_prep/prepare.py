@@ -17,8 +17,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from align.config import DataConfig, SourceConfig
-from align.errors import UserError
+from align.core.config import DataConfig, SourceConfig
+from align.core.errors import UserError
 
 MANIFEST = "manifest.json"
 

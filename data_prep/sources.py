@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from align.errors import UserError
-from align.hub import hub_reachable
+from align.core.errors import UserError
+from align.core.hub import hub_reachable
 
 
 @dataclass(frozen=True)

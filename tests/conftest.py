@@ -50,7 +50,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
 def kill_after_checkpoint_then_resume(module: str, *overrides: str, checkpoint: Path):
     """Start `python -m module overrides`, SIGKILL it once `checkpoint` is complete, run the same command again;
     returns the second run's CompletedProcess."""
-    from align.checkpoints import is_complete
+    from align.runtime.checkpoints import is_complete
 
     run_dir = checkpoint.parent
     process = start_module(module, *overrides, log=run_dir.parent / f"{run_dir.name}.killed.log")
@@ -80,7 +80,7 @@ def world_dir(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory) -> Path:
     """A data root with the tiny world (default options) built into it once."""
-    from align.config import load
+    from align.core.config import load
     from data_prep.prepare import ensure_prepared
 
     root = tmp_path_factory.mktemp("data")
@@ -101,7 +101,7 @@ def _without_hydra(cfg):
 
 def tiny_config(*overrides: str, stage: str = "sft"):
     """A validated Config for the tiny experiment."""
-    from align.config import load
+    from align.core.config import load
 
     return load(_without_hydra(compose_config("+experiment=tiny", *overrides, stage=stage)))
 
@@ -109,7 +109,7 @@ def tiny_config(*overrides: str, stage: str = "sft"):
 @pytest.fixture(scope="module")
 def tokenizer(tiny_data_root):
     """The tiny world's chat tokenizer, as the stages load it."""
-    from align.models import load_tokenizer
+    from align.modeling.models import load_tokenizer
 
     return load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
 

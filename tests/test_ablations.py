@@ -6,7 +6,7 @@ import pytest
 from conftest import CONF, _without_hydra, compose_config
 from omegaconf import OmegaConf
 
-from align.config import load
+from align.core.config import load
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -1,4 +1,5 @@
-"""align.allocator: with it, activation-sized tensors come from memory the process keeps, not from fresh mappings."""
+"""align.runtime.allocator: with it, activation-sized tensors come from memory the process keeps, not from fresh
+mappings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from align.allocator import keep_freed_memory
+from align.runtime.allocator import keep_freed_memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -19,7 +20,7 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 CHILD = """
 import ctypes, sys, torch
 if sys.argv[1] == "keep":
-    from align.allocator import keep_freed_memory
+    from align.runtime.allocator import keep_freed_memory
     assert keep_freed_memory()
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from align import checkpoints
+from align.runtime import checkpoints
 
 
 def make(run_dir, step: int, complete: bool):

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
-from align.config import load
-from align.errors import UserError
+from align.core.config import load
+from align.core.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 STAGES = ["sft", "rm", "ppo"]
@@ -70,7 +70,7 @@ def test_importing_align_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, align, align.config, data_prep; print('torch' in sys.modules)"
+    code = "import sys, align, align.core.config, data_prep; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

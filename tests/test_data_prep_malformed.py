@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from align.errors import UserError
+from align.core.errors import UserError
 from data_prep import conversational, lima
 from data_prep.convert import build
 

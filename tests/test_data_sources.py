@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import CONF, SHARED_DATA, tiny_config
 
-from align.errors import UserError
+from align.core.errors import UserError
 from data_prep import eval_prompts, self_instruct
 from data_prep.convert import build
 from data_prep.prepare import build as build_named
@@ -73,7 +73,7 @@ def test_counts_in_and_out_match_the_hand_checked_slices(built, name):
 
 
 def test_no_speaker_markers_leak_and_every_record_meets_its_contract(built):
-    from align.data import read_records
+    from align.core.records import read_records
 
     kinds = {"sft": "sft", "prefs": "pair", "prompts": "prompt"}
     for directory in built.values():
@@ -166,7 +166,7 @@ def test_every_recipe_names_modules_and_sources_that_exist(recipe):
 def test_mixture_drops_records_over_max_tokens_counted_in_the_target_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
-    from align.tokens import add_chat_tokens
+    from align.core.tokens import add_chat_tokens
 
     weights = ("data.mixtures.sft_train.parts.dolly=0.5", "data.mixtures.sft_train.parts.lima=0",
                "data.mixtures.sft_train.parts.self_instruct=0")

@@ -105,7 +105,7 @@ def max_difference(a_dir, b_dir) -> float:
 def test_sft_zero2_trains_records_its_layout_and_saves_a_plain_model(sft_zero2, tiny_data_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from align.models import load_causal_lm, load_tokenizer
+    from align.modeling.models import load_causal_lm, load_tokenizer
 
     rows = [json.loads(line) for line in (sft_zero2 / "metrics.jsonl").read_text().splitlines()]
     losses = [r["sft/loss"] for r in rows if "sft/loss" in r]
@@ -140,8 +140,8 @@ def rm_mean_score_on_its_normalisation_set(rm_dir, data_root) -> float:
     """The saved RM's mean score, loaded in plain transformers, on the demonstrations it was normalised on."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from align.data import read_records
-    from align.reward import score
+    from align.core.records import read_records
+    from align.modeling.reward_model import score
 
     cfg = tiny_config(f"paths.data={data_root}", stage="rm")
     reference, _ = read_records(cfg.rm.normalize_on, "sft", "error")

@@ -7,9 +7,9 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from align.eval import win_rate
-from align.eval_report import markdown_table, table_rows
-from align.sampling import Completion
-from align.scoring import response_logprob_sums, reward_scores, rollout_layout
+from align.evaluation.sampling import Completion
+from align.evaluation.scoring import response_logprob_sums, reward_scores, rollout_layout
+from align.evaluation.tables import markdown_table, table_rows
 
 PAD = 0
 

@@ -1,5 +1,5 @@
 """A NaN in a loss, a reward or a gradient stops the run, names the step and the quantity, and keeps the last good
-checkpoint; NaNs are injected with the test-only ALIGN_TEST_INJECT_NAN hook (align/faults.py), or by a reward
+checkpoint; NaNs are injected with the test-only ALIGN_TEST_INJECT_NAN hook (align/runtime/faults.py), or by a reward
 model whose weights on disk hold a NaN."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from conftest import run_module
 from safetensors.torch import load_file, save_file
 
-from align.checkpoints import is_complete, numbered
-from align.guards import NonFinite, require_finite
+from align.runtime.checkpoints import is_complete, numbered
+from align.runtime.guards import NonFinite, require_finite
 
 
 def test_require_finite_names_quantity_step_and_last_checkpoint(tmp_path):

@@ -7,8 +7,8 @@ import sys
 import pytest
 from conftest import CONF, tiny_config
 
-from align.distributed import drop_launcher_arguments, join_processes
-from align.errors import UserError
+from align.core.errors import UserError
+from align.runtime.distributed import drop_launcher_arguments, join_processes
 
 
 @pytest.mark.parametrize(("name", "kind", "stage", "offload"), [

@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 
-from align.models import set_attention_dropout, use_fused_gelu
+from align.modeling.models import set_attention_dropout, use_fused_gelu
 
 
 def small_gpt2(**overrides) -> GPT2LMHeadModel:

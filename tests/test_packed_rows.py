@@ -1,5 +1,5 @@
-"""Packed SFT rows (align/packed_rows.py): each document in a row is computed as if it were alone, and trains on
-the same labels and loss as TRL's flattened padding-free row."""
+"""Packed SFT rows (align/trainers/packed_rows.py): each document in a row is computed as if it were alone, and trains
+on the same labels and loss as TRL's flattened padding-free row."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def packed_trainer(tokenizer, tiny_data_root, attention: str, build=None):
     from datasets import Dataset
     from trl import SFTConfig
 
-    from align.models import load_causal_lm
-    from align.sft_trainer import LabelledLogitsSFTTrainer
+    from align.modeling.models import load_causal_lm
+    from align.trainers.sft_trainer import LabelledLogitsSFTTrainer
 
     model = load_causal_lm(tiny_config(f"paths.data={tiny_data_root}").model, tokenizer, None, seed=0)
     model.set_attn_implementation(attention)
@@ -47,7 +47,7 @@ def alone(tokenizer, messages) -> tuple[list[int], list[int]]:
 def test_collated_rows_restart_positions_and_never_label_across_documents():
     """Labels equal to the input ids (training on every token): a document's first token is not the label of the
     previous document's last one, and padding is neither a label nor a real position."""
-    from align.packed_rows import PackedRowsCollator
+    from align.trainers.packed_rows import PackedRowsCollator
 
     batch = PackedRowsCollator(pad_token_id=0)([
         {"input_ids": [5, 6, 7, 8, 9], "labels": [5, 6, 7, 8, 9], "seq_lengths": [2, 3]},
@@ -63,7 +63,7 @@ def test_collated_rows_restart_positions_and_never_label_across_documents():
 def test_each_document_of_a_packed_row_is_computed_as_if_alone(tokenizer, tiny_data_root, attention):
     import torch
 
-    from align.packed_rows import PackedRowsCollator, keep_packed_rows_apart
+    from align.trainers.packed_rows import PackedRowsCollator, keep_packed_rows_apart
 
     trainer = packed_trainer(tokenizer, tiny_data_root, attention)
     keep_packed_rows_apart(trainer)
@@ -101,7 +101,7 @@ def test_rows_train_on_the_loss_of_trls_flat_row(tokenizer, tiny_data_root):
     same loss and the same non-pad token count for the Trainer."""
     import torch
 
-    from align.packed_rows import keep_packed_rows_apart
+    from align.trainers.packed_rows import keep_packed_rows_apart
 
     trainer = packed_trainer(tokenizer, tiny_data_root, "sdpa")
     bins = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
@@ -119,7 +119,7 @@ def test_rows_train_on_the_loss_of_trls_flat_row(tokenizer, tiny_data_root):
 
 
 def test_flash_attention_and_unpacked_runs_keep_trls_collator(tokenizer, tiny_data_root):
-    from align.packed_rows import PackedRowsCollator, keep_packed_rows_apart
+    from align.trainers.packed_rows import PackedRowsCollator, keep_packed_rows_apart
 
     trainer = packed_trainer(tokenizer, tiny_data_root, "sdpa")
     trls = trainer.data_collator
@@ -144,8 +144,8 @@ def test_the_stage_trainer_keeps_packed_rows_apart_unless_it_is_trls_own(tokeniz
 
     from trl import SFTTrainer
 
-    from align.packed_rows import PackedRowsCollator
-    from align.sft_trainer import LabelledLogitsSFTTrainer, sft_trainer
+    from align.trainers.packed_rows import PackedRowsCollator
+    from align.trainers.sft_trainer import LabelledLogitsSFTTrainer, sft_trainer
 
     trainer = packed_trainer(tokenizer, tiny_data_root, "sdpa", build=partial(sft_trainer, trl_fused_lm_head))
     assert isinstance(trainer, SFTTrainer)

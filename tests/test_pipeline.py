@@ -88,7 +88,7 @@ def test_final_ppo_model_answers_through_a_plain_transformers_pipeline(tiny_pipe
     from conftest import world_dir
     from transformers import AutoTokenizer, pipeline
 
-    from align.sampling import sample
+    from align.evaluation.sampling import sample
     from data_prep.tiny_world.judge import gold_score
 
     final = tiny_pipeline / "tiny" / "ppo-baseline" / "final"

@@ -12,9 +12,11 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from align.reward import disable_dropout, load_reward_model, position_ids, reward_at_eos
+from align.modeling.forward import entropy, lm_logits, position_ids, response_logprobs
+from align.modeling.models import disable_dropout, load_reward_model
+from align.modeling.reward_model import reward_at_eos
 from align.rlhf import losses as L
-from align.rlhf.policy_value import PolicyAndValue, entropy, lm_logits, response_logprobs, response_values
+from align.rlhf.policy_value import PolicyAndValue, response_values
 from align.rlhf.rollout import sample_responses
 
 TEMPERATURE = 0.7
@@ -27,7 +29,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def world(tiny_data_root):
-    from align.models import load_causal_lm, load_tokenizer
+    from align.modeling.models import load_causal_lm, load_tokenizer
 
     config = tiny_config(f"paths.data={tiny_data_root}").model
     tokenizer = load_tokenizer(config)

@@ -10,8 +10,8 @@ import signal
 import pytest
 from conftest import run_module, start_module, wait_for
 
-from align.checkpoints import MARKER, numbered
-from align.preemption import PREEMPTED, SIGNALS, StopRequest
+from align.runtime.checkpoints import MARKER, numbered
+from align.runtime.preemption import PREEMPTED, SIGNALS, StopRequest
 
 
 @pytest.mark.parametrize("signum", SIGNALS)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from align.reward import load_reward_model, reward_at_eos, score, shift_scores
-from align.tokens import IM_END
+from align.core.tokens import IM_END
+from align.modeling.models import load_reward_model
+from align.modeling.reward_model import reward_at_eos, score, shift_scores
 
 PAIR = {
     "prompt": [{"role": "user", "content": "words 3 start sun end any"}],

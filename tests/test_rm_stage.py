@@ -52,7 +52,7 @@ def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
     align.eval on the slice's held-out prompts, where only the RM judges (no gold judge for real data)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from align.tokens import train_tiny_tokenizer
+    from align.core.tokens import train_tiny_tokenizer
     from data_prep.sources import read_source
 
     hh = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"

@@ -8,7 +8,7 @@ import re
 import pytest
 from conftest import REPO, tiny_config
 
-from align.errors import UserError
+from align.core.errors import UserError
 
 SOURCES = [p for d in ("align", "data_prep", "benchmarks") for p in (REPO / d).rglob("*.py")]
 

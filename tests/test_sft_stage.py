@@ -53,8 +53,8 @@ def test_final_directory_works_in_plain_transformers_and_stops_at_eos(sft_run, t
 def test_gold_judge_scores_sft_above_the_untrained_model(sft_run, tiny_data_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from align.judging import gold_evaluation
-    from align.models import load_causal_lm
+    from align.evaluation.judging import gold_evaluation
+    from align.modeling.models import load_causal_lm
 
     config = tiny_config(f"paths.data={tiny_data_root}")
     tokenizer = AutoTokenizer.from_pretrained(sft_run / "final")
@@ -103,7 +103,7 @@ def test_small_runs_on_local_copies_of_model_and_data(tmp_path):
     """The real loading path of `+experiment=small`: a local GPT-2 directory and a local Alpaca file."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from align.tokens import train_tiny_tokenizer
+    from align.core.tokens import train_tiny_tokenizer
 
     alpaca = SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"
     assert alpaca.exists(), f"the shared data slices must sit beside the repo: {alpaca}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_config
 
-from align.tokens import CHAT_TEMPLATE, IM_END, PAD
+from align.core.tokens import CHAT_TEMPLATE, IM_END, PAD
 
 MESSAGES = [
     {"role": "user", "content": "words 3 start sun end any"},
@@ -40,7 +40,7 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from align.models import load_causal_lm
+    from align.modeling.models import load_causal_lm
 
     config = tiny_config(f"paths.data={tiny_data_root}")
     model = load_causal_lm(config.model, tokenizer, None, seed=0)
@@ -57,15 +57,15 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_labelled_logits_loss_equals_trls_fused_loss(tokenizer, tiny_data_root, packing):
-    """align.sft_trainer's loss (logits at labelled positions only) is TRL's, on the same batch: assistant tokens
-    only, divided by the number of trained tokens, or by the token count of a whole accumulated batch when the Trainer
-    passes one; padded or packed."""
+    """align.trainers.sft_trainer's loss (logits at labelled positions only) is TRL's, on the same batch: assistant
+    tokens only, divided by the number of trained tokens, or by the token count of a whole accumulated batch when the
+    Trainer passes one; padded or packed."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from align.models import load_causal_lm
-    from align.sft_trainer import LabelledLogitsSFTTrainer
+    from align.modeling.models import load_causal_lm
+    from align.trainers.sft_trainer import LabelledLogitsSFTTrainer
 
     config = tiny_config(f"paths.data={tiny_data_root}")
     model = load_causal_lm(config.model, tokenizer, None, seed=0)
@@ -97,7 +97,7 @@ def test_a_batch_without_labels_has_a_zero_loss_not_nan():
     """A conversation cut off before the assistant speaks trains nothing; it must not stop the run as a NaN."""
     import torch
 
-    from align.sft_trainer import labelled_token_loss, predicts_a_label
+    from align.trainers.sft_trainer import labelled_token_loss, predicts_a_label
 
     labels = torch.full((2, 5), -100)
     logits = torch.zeros((int(predicts_a_label(labels).sum()), 7), requires_grad=True)
@@ -111,8 +111,8 @@ def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, ti
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from align.config import ModelConfig
-    from align.models import load_causal_lm, load_tokenizer
+    from align.core.config import ModelConfig
+    from align.modeling.models import load_causal_lm, load_tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

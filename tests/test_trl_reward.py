@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from align.models import load_causal_lm, load_tokenizer
-from align.reward import load_reward_model, reward_at_eos
+from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
+from align.modeling.reward_model import reward_at_eos
 from align.rlhf import losses as L
-from align.trl_alternatives import online_trainer, trainer_arguments
+from align.trainers.alternatives import online_trainer, trainer_arguments
 
 EOS_CHANCE = 0.1  # per sampled token: some completions end within the budget, others are cut off
 

@@ -1,1 +1,2 @@
-"""The pieces of PPO-RLHF that the stage (`align/ppo.py`) puts together: the math as pure functions (losses.py)."""
+"""PPO only: the math as pure functions (losses.py), the policy and value module, the sampler and its GPT-2 decoding
+step, PPO's exact-resume checkpoint, and its alarms. `align/ppo.py` puts them together."""

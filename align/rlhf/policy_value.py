@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from align.reward import position_ids
+from align.modeling.forward import lm_logits, position_ids
 
 
 class PolicyAndValue(nn.Module):
@@ -37,19 +37,6 @@ class PolicyAndValue(nn.Module):
         return logits, head_outputs(self.value, input_ids, mask, position_ids(mask))
 
 
-def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int, response_from: int | None = None) -> torch.Tensor:
-    """Logits of a causal LM on a padded batch, attention and positions from `input_ids != pad_id`.
-
-    (B, L, V) at every position; with response_from=C, (B, L - C, V): only the logits that predict tokens C..L-1 (the
-    response), those at positions C-1..L-2. The LM head over the vocabulary is most of a small model's cost, and the
-    prompt's logits are never used.
-    """
-    mask = (input_ids != pad_id).long()
-    keep = 0 if response_from is None else torch.arange(response_from - 1, input_ids.shape[1] - 1,
-                                                        device=input_ids.device)
-    return lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
-
-
 def head_outputs(classifier: nn.Module, input_ids, attention_mask, positions) -> torch.Tensor:
     """(B, L) the one-label head at every position (what a sequence classifier pools from at one position)."""
     if hasattr(classifier, "get_base_model"):  # a peft model: its LoRA layers sit inside the base model
@@ -71,25 +58,6 @@ def add_lora(policy: nn.Module, value: nn.Module, r: int, alpha: float, target_m
                           fan_in_fan_out=True, task_type=task_type)  # GPT-2's Conv1D stores weights transposed
 
     return get_peft_model(policy, config("CAUSAL_LM")), get_peft_model(value, config("SEQ_CLS"))
-
-
-def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, T) log-probability of each response token under softmax(logits / temperature).
-
-    `logits` (B, T, V) are the ones that predict the response tokens (B, T): lm_logits(..., response_from=C) of the
-    query + response, whose responses are query_response[:, C:]. A token's log-probability is minus its
-    cross-entropy, whose fused kernel is the cheapest log-softmax with a gradient.
-    """
-    scaled = logits.float() / temperature
-    return -torch.nn.functional.cross_entropy(scaled.flatten(0, 1), responses.flatten(),
-                                              reduction="none").view_as(responses)
-
-
-def entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, T) entropy of softmax(logits / temperature) at each position; a statistic, so without a gradient."""
-    with torch.no_grad():
-        log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
-        return -(log_probs.exp() * log_probs).sum(dim=-1)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from align.reward import position_ids
+from align.modeling.forward import position_ids
 from align.rlhf.gpt2_decoding import GPT2Decoder, supports
 
 

@@ -14,7 +14,7 @@ VERSION = 2  # bump whenever the generated files change, so that directories bui
 
 def prepare(source, data, out_dir: Path) -> dict[str, int]:
     """Entry point for data_prep.prepare: every split plus the tiny tokenizer trained on the corpus."""
-    from align.tokens import train_tiny_tokenizer
+    from align.core.tokens import train_tiny_tokenizer
 
     from .build import build, corpus
 

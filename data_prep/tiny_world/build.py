@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from align.config import WorldConfig
+from align.core.config import WorldConfig
 from data_prep.writing import write_jsonl
 
 from .judge import gold_score

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from align.checkpoints import newest_complete
-from align.errors import UserError
+from align.core.errors import UserError
+from align.runtime.checkpoints import newest_complete
 
 
 class NonFinite(UserError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from align.errors import UserError
+from align.core.errors import UserError
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ right-padded, so the response of every row starts at the same column and positio
 
 from __future__ import annotations
 
-from align.sampling import Completion
+from align.evaluation.sampling import Completion
 
 
 def rollout_layout(completions: list[Completion], pad_id: int):
@@ -24,7 +24,7 @@ def response_logprob_sums(lm, completions: list[Completion], pad_id: int, temper
     """(N,) sum over each response's tokens of log pi(token | prefix), logits divided by `temperature`."""
     import torch
 
-    from align.rlhf.policy_value import lm_logits, response_logprobs
+    from align.modeling.forward import lm_logits, response_logprobs
 
     lm.eval()
     sums = []
@@ -44,7 +44,7 @@ def reward_scores(rm, completions: list[Completion], pad_id: int, batch_size: in
     """(N,) the reward model's score of each prompt + response, read at the response's last token (its EOS)."""
     import torch
 
-    from align.reward import reward_at_eos
+    from align.modeling.reward_model import reward_at_eos
 
     rm.eval()
     scores = []

@@ -84,7 +84,7 @@ def remove_old(run_dir: Path, keep: int) -> None:
 def resume_point(run_dir: Path, resume: bool) -> Path | None:
     """The newest complete checkpoint, or None when starting over (resume off). The main process first removes the
     checkpoints cut short, and when starting over all of them, so that no later resume picks up an earlier run's."""
-    from align.runs import is_main_process
+    from align.runtime.runs import is_main_process
 
     if is_main_process():
         remove_incomplete(run_dir)

@@ -13,20 +13,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from align.config import Config, load, to_yaml
-from align.errors import UserError
-from align.preemption import PREEMPTED, Preempted, stop_request
+from align.core.config import Config, load, to_yaml
+from align.core.errors import UserError
+from align.runtime.preemption import PREEMPTED, Preempted, stop_request
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
     """Validate the config, join the launcher's processes, then train, with freed CPU memory kept for reuse
-    (align.allocator); a UserError becomes one message on stderr and exit status 2, a pre-emption (SIGTERM/SIGUSR1,
-    checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from here on, and must act
-    on them (align.preemption)."""
-    from align.allocator import keep_freed_memory
-    from align.distributed import join_processes, leave_processes
+    (align.runtime.allocator); a UserError becomes one message on stderr and exit status 2, a pre-emption
+    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from here
+    on, and must act on them (align.runtime.preemption)."""
+    from align.runtime.allocator import keep_freed_memory
+    from align.runtime.distributed import join_processes, leave_processes
 
     keep_freed_memory()
     if preemptible:

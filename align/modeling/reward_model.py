@@ -13,54 +13,7 @@ w . (ln(h) + b - m w / |w|^2) = w . (ln(h) + b) - m.
 
 from __future__ import annotations
 
-from align.config import ModelConfig
-from align.hub import load_local_or_hub
-from align.models import scratch_config, set_chat_token_ids, use_fused_gelu
-
-
-def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
-    """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
-
-    A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
-
-    torch.manual_seed(seed)
-    if init_from is None:
-        rm = GPT2ForSequenceClassification(scratch_config(model.scratch, tokenizer, num_labels=1))
-        new_head = True
-    else:
-
-        def load(name, local_files_only):
-            return AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=1, local_files_only=local_files_only, trust_remote_code=model.trust_remote_code,
-                dtype=torch.float32)
-
-        rm = load_local_or_hub(load, init_from, "model", "rm.init_from")
-        new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
-        if rm.get_input_embeddings().num_embeddings < len(tokenizer):
-            rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    if new_head:
-        d = rm.config.hidden_size
-        torch.nn.init.normal_(rm.score.weight, std=1 / (d + 1) ** 0.5)
-    set_chat_token_ids(rm, tokenizer)
-    use_fused_gelu(rm)
-    disable_dropout(rm)
-    return rm
-
-
-def disable_dropout(model) -> None:
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
-def position_ids(attention_mask):
-    """Positions that skip left padding, so a padded sequence sees the same positions as an unpadded one."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+from align.modeling.forward import position_ids
 
 
 def reward_at_eos(rm, input_ids, attention_mask):
@@ -93,7 +46,7 @@ def shift_scores(rm, offset: float) -> None:
     """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring)."""
     import torch
 
-    from align.distributed import gathered
+    from align.runtime.distributed import gathered
 
     bias = rm.transformer.ln_f.bias
     with gathered([bias, rm.score.weight]), torch.no_grad():

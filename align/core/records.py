@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.contracts import CHECKS
-from align.errors import UserError
+from align.core.contracts import CHECKS
+from align.core.errors import UserError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from align.reward import score
+from align.modeling.reward_model import score
 
 MARGIN_BUCKETS = (0.0, 0.5, 1.0, 2.0, float("inf"))
 

@@ -4,8 +4,8 @@ A checkpoint is a directory `checkpoint-<update>` holding the policy and value w
 and scheduler states, and one loop state per rank (update count, KL coefficient, the global RNG, the prompt-order and
 sampling generators, the prompts still queued). Under DeepSpeed, the weights and optimizer are the engine's own
 checkpoint (every rank its shard), so a run resumes with the same number of processes it was saved with. A checkpoint
-is written under a temporary name, flushed and marked complete (align.checkpoints), then renamed into place, so a
-kill never leaves a directory that resume would trust. Our files are loaded with `weights_only=True`; DeepSpeed loads
+is written under a temporary name, flushed and marked complete (align.runtime.checkpoints), then renamed into place, so
+a kill never leaves a directory that resume would trust. Our files are loaded with `weights_only=True`; DeepSpeed loads
 its own with pickle.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from align import checkpoints
+from align.runtime import checkpoints
 
 DEEPSPEED_TAG = "deepspeed"  # the engine's own sub-directory
 
@@ -57,7 +57,7 @@ def load(path: Path, accelerator, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG in place; returns this rank's loop state."""
     from safetensors.torch import load_model
 
-    from align.errors import UserError
+    from align.core.errors import UserError
 
     ranks = len(list(path.glob("loop-rank*.pt")))
     if ranks != accelerator.num_processes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from align import checkpoints
-from align.config import Config, TrainerSettings
-from align.runs import MetricsLog
+from align.core.config import Config, TrainerSettings
+from align.runtime import checkpoints
+from align.runtime.runs import MetricsLog
 
 
 def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
@@ -34,21 +34,22 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         eval_steps=s.eval_steps,
         save_strategy="steps",
         save_steps=s.save_steps,
-        save_total_limit=None,  # align.trainer_callbacks removes old checkpoints once the new one is complete
+        save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
         seed=cfg.seed,
         bf16=cfg.distributed.mixed_precision == "bf16",
         fp16=cfg.distributed.mixed_precision == "fp16",
         report_to=["tensorboard"] if cfg.logger.tensorboard else [],
         dataloader_num_workers=s.dataloader_workers,
         gradient_checkpointing=s.gradient_checkpointing,  # TRL's configs turn it on unless told otherwise
-        # several processes: keep the process group align.distributed joined (a Trainer's own has no CPU backend)
+        # several processes: keep the process group align.runtime.distributed joined (a Trainer's own has no CPU
+        # backend)
         accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
     )
 
 
 def stage_callbacks(metrics_log: MetricsLog, prefix: str, s: TrainerSettings) -> list:
     """metrics.jsonl, complete checkpoints, stopping on SIGTERM/SIGUSR1, and the non-finite guard."""
-    from align.trainer_callbacks import reliability_callbacks
+    from align.trainers.callbacks import reliability_callbacks
 
     return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(metrics_log, s.save_total_limit)]
 

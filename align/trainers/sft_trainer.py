@@ -14,7 +14,7 @@ there: the model's own causal-LM loss, without the logits it would throw away. A
 preparation, assistant-only labels, packing, the training loop. TRL's `entropy`, `mean_token_accuracy` and
 `num_tokens` metrics are then not logged, and TRL's loss options (label smoothing, DFT, compute_loss_func) do not
 apply. Packed batches are a row per packed bin rather than TRL's one flattened row unless the model has FlashAttention's
-variable-length kernel (align/packed_rows.py).
+variable-length kernel (align/trainers/packed_rows.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
-from align.config import Config
-from align.packed_rows import keep_packed_rows_apart
-from align.trainer_setup import trainer_arguments
+from align.core.config import Config
+from align.trainers.packed_rows import keep_packed_rows_apart
+from align.trainers.stage_setup import trainer_arguments
 
 
 def predicts_a_label(labels: torch.Tensor) -> torch.Tensor:

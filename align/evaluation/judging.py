@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from statistics import mean
 
-from align.config import DataConfig, EvalConfig
-from align.data import read_records
-from align.sampling import sample
+from align.core.config import DataConfig, EvalConfig
+from align.core.records import read_records
+from align.evaluation.sampling import sample
 
 
 def gold_evaluation(model, tokenizer, data: DataConfig, settings: EvalConfig, seed: int) -> dict[str, float]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from align.errors import UserError
+from align.core.errors import UserError
 
 
 @dataclass
@@ -125,7 +125,7 @@ class TrainerSettings:
 class SFTSettings(TrainerSettings):
     attention_dropout: float | None  # dropout on GPT-2's attention weights while SFT trains; None: the model's own
     packing: bool  # pack conversations into rows of max_length tokens instead of padding each one
-    packing_strategy: str  # "bfd": whole documents, which never attend to each other (align/packed_rows.py);
+    packing_strategy: str  # "bfd": whole documents, which never attend to each other (align/trainers/packed_rows.py);
     #   "wrapped": rows cut across documents, which attend to each other
     trl_fused_lm_head: bool  # TRL's tiled LM head for the loss (less memory, slower on a CPU); false: align's own
 
@@ -151,7 +151,7 @@ class LoraSettings:
 class PPOSettings:
     """PPO against the reward model (InstructGPT step 3); names follow the papers' symbols."""
 
-    algorithm: str  # "ppo" (align.ppo), or TRL's "rloo", "grpo" or "dpo" in PPO's place (align.trl_alternatives)
+    algorithm: str  # "ppo" (align.ppo), or TRL's "rloo", "grpo" or "dpo" in PPO's place (align.trainers.alternatives)
     policy_init: str  # the SFT model: initial policy and frozen reference
     value_init: str  # the value model starts as the reward model (InstructGPT, Stiennon et al.)
     reward_model: str  # frozen, normalised reward model

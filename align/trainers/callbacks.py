@@ -1,8 +1,8 @@
 """Callbacks that make the Trainer stages (SFT, RM) safe to interrupt and stop on NaN, without touching the loop.
 
-- Checkpoints: each checkpoint the Trainer writes is marked complete (align.checkpoints) and only then are old ones
-  removed, so resume always finds a complete one; on SIGTERM/SIGUSR1 the Trainer finishes its step, saves, and the
-  stage stops with Preempted (exit status 75).
+- Checkpoints: each checkpoint the Trainer writes is marked complete (align.runtime.checkpoints) and only then are
+  old ones removed, so resume always finds a complete one; on SIGTERM/SIGUSR1 the Trainer finishes its step, saves,
+  and the stage stops with Preempted (exit status 75).
 - Non-finite guard: a NaN or inf in a training forward pass's loss (where the model returns one) or logits (SFT's
   at labelled positions, the RM's rewards), or a non-finite gradient norm, stops the run before the optimizer step,
   so no checkpoint holds NaN weights.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from align import checkpoints, faults
-from align.guards import require_finite
-from align.preemption import Preempted, stop_request
-from align.runs import MetricsLog
+from align.runtime import checkpoints, faults
+from align.runtime.guards import require_finite
+from align.runtime.preemption import Preempted, stop_request
+from align.runtime.runs import MetricsLog
 
 
 def reliability_callbacks(metrics_log: MetricsLog, keep: int) -> list[TrainerCallback]:

@@ -1,11 +1,12 @@
-"""Tokenizers and causal language models: GPT-2 family by hub name or path, or the tiny GPT-2 built from scratch."""
+"""Loading models: tokenizers, causal LMs and reward models (GPT-2 family by hub name or path, or built from
+scratch)."""
 
 from __future__ import annotations
 
-from align.config import ModelConfig, ScratchArchitecture
-from align.errors import UserError
-from align.hub import load_local_or_hub
-from align.tokens import add_chat_tokens
+from align.core.config import ModelConfig, ScratchArchitecture
+from align.core.errors import UserError
+from align.core.hub import load_local_or_hub
+from align.core.tokens import add_chat_tokens
 
 
 def load_tokenizer(model: ModelConfig, path: str | None = None):
@@ -114,3 +115,43 @@ def set_attention_dropout(model, p: float | None) -> None:
         if isinstance(module, GPT2Attention):
             module.attn_dropout.p = p
     model.config.attn_pdrop = p
+
+
+def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
+    """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
+
+    A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    if init_from is None:
+        rm = GPT2ForSequenceClassification(scratch_config(model.scratch, tokenizer, num_labels=1))
+        new_head = True
+    else:
+
+        def load(name, local_files_only):
+            return AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=1, local_files_only=local_files_only, trust_remote_code=model.trust_remote_code,
+                dtype=torch.float32)
+
+        rm = load_local_or_hub(load, init_from, "model", "rm.init_from")
+        new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
+        if rm.get_input_embeddings().num_embeddings < len(tokenizer):
+            rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if new_head:
+        d = rm.config.hidden_size
+        torch.nn.init.normal_(rm.score.weight, std=1 / (d + 1) ** 0.5)
+    set_chat_token_ids(rm, tokenizer)
+    use_fused_gelu(rm)
+    disable_dropout(rm)
+    return rm
+
+
+def disable_dropout(model) -> None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

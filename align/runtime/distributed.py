@@ -13,8 +13,8 @@ import os
 import sys
 from contextlib import contextmanager
 
-from align.config import DistributedConfig
-from align.errors import UserError
+from align.core.config import DistributedConfig
+from align.core.errors import UserError
 
 
 def drop_launcher_arguments() -> None:

@@ -10,7 +10,7 @@ The same budget and knobs as PPO. Policy and reference start from ppo.policy_ini
 - RLOO, GRPO: ppo.num_generations completions per prompt, ppo.batch_size completions per optimizer step (one step per
   sampled batch), ppo.total_episodes completions in all, as PPO samples ppo.total_episodes responses. Sampling as PPO
   samples (ppo.temperature, no top-k/top-p, ppo.response_tokens, stopping at <|im_end|>); the reward is our reward
-  model read at the EOS with the EOS trick (align.rlhf.rm_reward); beta = ppo.kl_coef (RLOO: k1 KL in the reward,
+  model read at the EOS with the EOS trick (align.trainers.rm_reward); beta = ppo.kl_coef (RLOO: k1 KL in the reward,
   as PPO; GRPO: k3 KL in the loss); clip range ppo.cliprange; TRL's defaults otherwise.
 - DPO: ppo.batch_size preference pairs per step, ppo.total_episodes pairs in all, from data.prefs_train; beta =
   ppo.dpo_beta; TRL's sigmoid loss. Offline: no samples during training, so its metrics.jsonl has no objective/*.
@@ -28,21 +28,20 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from align.config import Config
-from align.distributed import main_process_first
-from align.errors import UserError
-from align.runs import MetricsLog, finish_run, start_run
-from align.trainer_callbacks import reliability_callbacks
-from align.trainer_setup import last_checkpoint, train_from
+from align.core.config import Config
+from align.core.errors import UserError
+from align.runtime.distributed import main_process_first
+from align.runtime.runs import MetricsLog, finish_run, start_run
+from align.trainers.callbacks import reliability_callbacks
+from align.trainers.stage_setup import last_checkpoint, train_from
 
 ONLINE = ("rloo", "grpo")
 
 
 def train(cfg: Config) -> dict:
-    from align.data import read_records
-    from align.judging import gold_evaluation
-    from align.models import load_causal_lm, load_tokenizer
-    from align.reward import disable_dropout
+    from align.core.records import read_records
+    from align.evaluation.judging import gold_evaluation
+    from align.modeling.models import disable_dropout, load_causal_lm, load_tokenizer
     from data_prep.prepare import ensure_prepared
 
     s = cfg.ppo
@@ -122,7 +121,7 @@ def train(cfg: Config) -> dict:
 def trainer_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
     """What RLOOConfig, GRPOConfig and DPOConfig share: PPO's optimizer, schedule, batch and checkpoint settings."""
     s = cfg.ppo
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # see align.trainer_setup
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # see align.trainers.stage_setup
     return dict(
         output_dir=str(run_dir),
         max_steps=steps,
@@ -137,7 +136,7 @@ def trainer_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
         logging_steps=1,
         save_strategy="steps" if s.save_every else "no",
         save_steps=max(s.save_every, 1),
-        save_total_limit=None,  # align.trainer_callbacks removes old checkpoints once the new one is complete
+        save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
         seed=cfg.seed,
         bf16=cfg.distributed.mixed_precision == "bf16",
         fp16=cfg.distributed.mixed_precision == "fp16",
@@ -153,9 +152,8 @@ def online_trainer(cfg: Config, args: dict, policy, reference, tokenizer, prompt
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from align.models import load_tokenizer
-    from align.reward import load_reward_model
-    from align.rlhf.rm_reward import RewardModelReward
+    from align.modeling.models import load_reward_model, load_tokenizer
+    from align.trainers.rm_reward import RewardModelReward
 
     s = cfg.ppo
     reward_model = load_reward_model(cfg.model, load_tokenizer(cfg.model, path=s.reward_model), s.reward_model,

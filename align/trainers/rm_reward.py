@@ -4,7 +4,8 @@ TRL's own reward-model path re-renders prompt + completion as text through the c
 assistant turn with `<|im_end|>`: a response cut off by the token budget would then be scored as if it had ended, and
 the EOS trick could not tell them apart. So this callable works on the token ids TRL sampled: the prompt as the
 chat template renders it with the generation prompt (what PPO and TRL feed to generate), the completion up to and
-including its first EOS, the score read at that EOS (align.scoring.reward_scores), then ppo.missing_eos_mode/penalty.
+including its first EOS, the score read at that EOS (align.evaluation.scoring.reward_scores), then
+ppo.missing_eos_mode/penalty.
 
 It also measures what PPO logs for each rollout, on the same completions: the raw RM score (objective/score) and
 the KL to the reference summed over each response, k1 (objective/kl).
@@ -12,7 +13,7 @@ the KL to the reference summed over each response, k1 (objective/kl).
 
 from __future__ import annotations
 
-from align.sampling import Completion
+from align.evaluation.sampling import Completion
 
 
 class RewardModelReward:
@@ -43,8 +44,8 @@ class RewardModelReward:
     def __call__(self, prompts, completion_ids, log_metric=None, **_) -> list[float]:
         import torch
 
+        from align.evaluation.scoring import response_logprob_sums, reward_scores
         from align.rlhf.losses import apply_missing_eos_penalty
-        from align.scoring import response_logprob_sums, reward_scores
 
         completions = self.completions(prompts, completion_ids)
         pad_id = self.tokenizer.pad_token_id

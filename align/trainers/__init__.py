@@ -1,0 +1,1 @@
+"""TRL glue: the Trainer-based SFT and reward-model stages, and the RLOO, GRPO and DPO alternatives to PPO."""

@@ -11,14 +11,12 @@ Interactive: each line you type is a user turn; the conversation so far is the c
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
-from align.core.errors import UserError
-from align.runtime.runs import run_stage
+from align.runtime.runs import require_stage_output, run_stage
 
 
 def reply(model, tokenizer, messages: list[dict], cfg: Config) -> str:
@@ -35,8 +33,7 @@ def chat(cfg: Config) -> dict:
     from align.modeling.models import load_tokenizer
 
     name = cfg.chat.model
-    if name.startswith(cfg.paths.root) and not Path(name).is_dir():
-        raise UserError(f"no model at {name}: train it first, or set chat.model to a stage's final/ directory")
+    require_stage_output(name, cfg.paths.root, "train it first, or set chat.model to a stage's final/ directory")
     tokenizer = load_tokenizer(cfg.model, path=name)
     model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
     start = [{"role": "system", "content": cfg.chat.system}] if cfg.chat.system else []

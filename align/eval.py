@@ -17,7 +17,6 @@ Writes  paths.eval/: eval.json (numbers), report.md (table and responses side by
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from statistics import mean
@@ -26,9 +25,13 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.console import is_main_process, print0
 from align.core.errors import UserError
+from align.core.records import read_records
+from align.core.tokens import chat_ids
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
-from align.runtime.runs import is_main_process, run_stage, start_run
+from align.runtime.runs import require_stage_output, run_stage, start_run
+from data_prep.prepare import ensure_prepared
 
 BASE = "base"  # the label value meaning "what SFT starts from": sft.init_from, or model.scratch with the run's seed
 
@@ -43,21 +46,20 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
 def evaluate(cfg: Config) -> dict:
     from tqdm import tqdm
 
-    from align.core.records import read_records
+    from align.evaluation.judging import load_judge
     from align.evaluation.sampling import sample
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
     from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
-    from data_prep.prepare import ensure_prepared
 
     e = cfg.eval
     models = {label: name for label, name in e.models.items() if name is not None}
     if e.reference not in models:
         raise UserError(f"eval.reference={e.reference!r} is not one of eval.models ({', '.join(models)})")
     for label, name in [*models.items(), ("reward model", e.reward_model)]:
-        if name is not None and name.startswith(cfg.paths.root) and not Path(name).is_dir():
-            raise UserError(f"no {label} model at {name}: run its stage with the same overrides first, "
-                            f"or set eval.models.{label} (eval.reward_model) to another directory, or to null")
+        if name is not None:
+            require_stage_output(name, cfg.paths.root, f"the {label} model; run its stage with the same overrides "
+                                 f"first, or set eval.models.{label} (eval.reward_model) to another directory or null")
     if cfg.data.prompts_eval is None:
         raise UserError("data.prompts_eval is not set: the evaluation needs held-out prompts")
     run_dir = Path(cfg.paths.eval)
@@ -69,11 +71,11 @@ def evaluate(cfg: Config) -> dict:
     reference_path = models[e.reference]
     tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
     pad_id = tokenizer.pad_token_id
-    prompts = [r["prompt"] for r in records if len(tokenizer.apply_chat_template(
-        r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]) <= e.max_prompt_tokens]
+    prompts = [r["prompt"] for r in records
+               if len(chat_ids(tokenizer, r["prompt"], generation_prompt=True)) <= e.max_prompt_tokens]
     dropped_long_prompts = len(records) - len(prompts)
     if dropped_long_prompts:
-        print(f"left out {dropped_long_prompts} prompts longer than eval.max_prompt_tokens={e.max_prompt_tokens}")
+        print0(f"left out {dropped_long_prompts} prompts longer than eval.max_prompt_tokens={e.max_prompt_tokens}")
     prompts = prompts[: e.num_prompts] if e.num_prompts > 0 else prompts
 
     def load_lm(name: str):
@@ -105,9 +107,8 @@ def evaluate(cfg: Config) -> dict:
         del rm
 
     # 4. the gold judge's score, where the task has one
-    gold = {}
-    if cfg.data.judge is not None:
-        judge = importlib.import_module(f"data_prep.{cfg.data.judge}")
+    gold, judge = {}, load_judge(cfg.data)
+    if judge is not None:
         gold = {label: [judge.gold_score(prompt[-1]["content"], c.text, c.ended)
                         for prompt, c in zip(prompts, completions[label])] for label in models}
 

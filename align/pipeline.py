@@ -25,10 +25,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from align.core.config import Config
+from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.runtime.distributed import drop_launcher_arguments
 from align.runtime.preemption import Preempted, stop_request
-from align.runtime.runs import is_main_process, run_stage
+from align.runtime.runs import run_stage
 
 # What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
 STAGE_INPUTS = {
@@ -39,14 +40,16 @@ STAGE_INPUTS = {
 }
 
 
-def stage_entry(stage: str) -> Callable[[Config], dict]:
+def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
     """The function `python -m align.<stage>` runs (imported late: each stage imports its own heavy libraries)."""
     if stage == "sft":
         from align.sft import train
     elif stage == "rm":
         from align.rm import train
     elif stage == "ppo":
-        from align.ppo import train
+        from align.ppo import train_for
+
+        return train_for(algorithm)
     else:
         from align.eval import evaluate as train
     return train
@@ -104,19 +107,19 @@ def run_pipeline(cfg: Config) -> dict:
             if difference:
                 raise UserError(f"{run_dir} was made with other settings ({difference}): use another run_name, "
                                 f"or pipeline.force={stage} to replace it")
-            print(f"[pipeline] {stage}: finished output in {run_dir}, skipped")
+            print0(f"[pipeline] {stage}: finished output in {run_dir}, skipped")
             timings[stage] = "skipped"
             continue
         stop = stop_request()
         if stop.requested():  # a signal during a stage that finished anyway (eval): stop before the next one
             raise Preempted(f"stopped on {stop.describe()} before {stage}")
-        print(f"[pipeline] {stage}: running into {run_dir}", flush=True)
+        print0(f"[pipeline] {stage}: running into {run_dir}", flush=True)
         start = time.perf_counter()
-        stage_entry(stage)(cfg)
+        stage_entry(stage, cfg.ppo.algorithm)(cfg)
         gc.collect()  # the stage's models are garbage now; free them before the next stage loads its own
         timings[stage] = f"{time.perf_counter() - start:.0f} s"
 
-    print("\n[pipeline] " + ", ".join(f"{stage} {took}" for stage, took in timings.items()))
+    print0("\n[pipeline] " + ", ".join(f"{stage} {took}" for stage, took in timings.items()))
     if "eval" not in cfg.pipeline.stages:
         return {"stages": timings}
     from align.evaluation.tables import print_table

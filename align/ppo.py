@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,43 +33,48 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.console import is_main_process, print0
 from align.core.errors import UserError
-from align.runtime.distributed import deepspeed_settings, drop_launcher_arguments, main_process_first, prepare_frozen
+from align.core.records import read_records
+from align.core.tokens import chat_ids
+from align.runtime.distributed import (
+    barrier,
+    deepspeed_settings,
+    drop_launcher_arguments,
+    main_process_first,
+    prepare_frozen,
+)
 from align.runtime.preemption import Preempted, stop_request
-from align.runtime.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
+from align.runtime.runs import MetricsLog, finish_run, require_stage_output, run_stage, start_run
+from data_prep.prepare import ensure_prepared
 
 
 def train(cfg: Config) -> dict:
-    if cfg.ppo.algorithm != "ppo":  # RLOO, GRPO or DPO from TRL in PPO's place
-        from align.trainers.alternatives import train as train_alternative
-
-        return train_alternative(cfg)
     import torch
     from accelerate import Accelerator
 
-    from align.core.records import read_records
-    from align.evaluation.judging import gold_evaluation
-    from align.modeling.forward import entropy, lm_logits, response_logprobs
+    from align.evaluation.judging import final_gold_evaluation, gold_evaluation
+    from align.modeling.forward import entropy, left_pad, lm_logits, response_logprobs
     from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
     from align.modeling.reward_model import reward_at_eos
     from align.rlhf import alarms, ppo_checkpoint
     from align.rlhf import losses as L
     from align.rlhf.policy_value import PolicyAndValue, add_lora, response_values, unwrapped_for_generation
     from align.rlhf.rollout import sample_responses
-    from align.runtime import checkpoints, faults
+    from align.runtime import checkpoints
     from align.runtime.guards import require_finite
-    from data_prep.prepare import ensure_prepared
 
-    s = cfg.ppo
-    for upstream, stage in ((s.policy_init, "align.sft"), (s.reward_model, "align.rm"), (s.value_init, "align.rm")):
-        if upstream.startswith(cfg.paths.root) and not Path(upstream).is_dir():
-            raise UserError(f"no model at {upstream}: run `python -m {stage}` with the same overrides first")
-    if s.lora.enabled and cfg.distributed.deepspeed_zero_stage == 3:
+    ppo = cfg.ppo
+    upstreams = ((ppo.policy_init, "align.sft"), (ppo.reward_model, "align.rm"), (ppo.value_init, "align.rm"))
+    for upstream, stage in upstreams:
+        require_stage_output(upstream, cfg.paths.root, f"run `python -m {stage}` with the same overrides first")
+    if ppo.lora.enabled and cfg.distributed.deepspeed_zero_stage == 3:
         raise UserError("ppo.lora.enabled is not supported under DeepSpeed ZeRO-3: launch with zero2.yaml or ddp.yaml")
-    if s.batch_size % s.num_minibatches:
-        raise UserError(f"ppo.batch_size={s.batch_size} is not divisible by ppo.num_minibatches={s.num_minibatches}")
+    if ppo.batch_size % ppo.num_minibatches:
+        raise UserError(f"ppo.batch_size={ppo.batch_size} is not divisible by "
+                        f"ppo.num_minibatches={ppo.num_minibatches}")
     accelerator = Accelerator(mixed_precision=cfg.distributed.mixed_precision)
-    deepspeed_settings(accelerator, s.batch_size // s.num_minibatches, s.max_grad_norm)
+    deepspeed_settings(accelerator, ppo.batch_size // ppo.num_minibatches, ppo.max_grad_norm)
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
@@ -77,17 +83,16 @@ def train(cfg: Config) -> dict:
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
     with main_process_first():
         ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
-    tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
+    tokenizer = load_tokenizer(cfg.model, path=ppo.policy_init)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
-    prompts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
-               for r in prompt_records]
-    too_long = sum(len(p) > s.max_prompt_tokens for p in prompts)
-    prompts = [p for p in prompts if len(p) <= s.max_prompt_tokens]
+    prompts = [chat_ids(tokenizer, r["prompt"], generation_prompt=True) for r in prompt_records]
+    too_long = sum(len(p) > ppo.max_prompt_tokens for p in prompts)
+    prompts = [p for p in prompts if len(p) <= ppo.max_prompt_tokens]
     if too_long:
-        print(f"dropped {too_long} prompts longer than ppo.max_prompt_tokens={s.max_prompt_tokens}")
+        print0(f"dropped {too_long} prompts longer than ppo.max_prompt_tokens={ppo.max_prompt_tokens}")
     ptx_texts = []
-    if s.ptx_coef > 0:
+    if ppo.ptx_coef > 0:
         if cfg.data.ptx_train is None:
             raise UserError("ppo.ptx_coef > 0 needs pretraining text: set data.ptx_train")
         ptx_records, _ = read_records(cfg.data.ptx_train, "text", cfg.data.on_bad_record)
@@ -95,12 +100,12 @@ def train(cfg: Config) -> dict:
 
     # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four. With LoRA the
     # reference is the policy with its adapter disabled.
-    policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
-    reference = None if s.lora.enabled else load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
-    value = load_reward_model(cfg.model, tokenizer, s.value_init, cfg.seed)
-    reward_model = load_reward_model(cfg.model, tokenizer, s.reward_model, cfg.seed)
-    if s.lora.enabled:
-        policy, value = add_lora(policy, value, s.lora.r, s.lora.alpha, s.lora.target_modules)
+    policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
+    reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
+    value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
+    reward_model = load_reward_model(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
+    if ppo.lora.enabled:
+        policy, value = add_lora(policy, value, ppo.lora.r, ppo.lora.alpha, ppo.lora.target_modules)
     for frozen in (reference, reward_model):
         if frozen is not None:
             frozen.requires_grad_(False)
@@ -109,14 +114,14 @@ def train(cfg: Config) -> dict:
     disable_dropout(model)
     disable_dropout(reward_model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=s.adam_eps, fused=True)
+    optimizer = torch.optim.AdamW(trainable, lr=ppo.lr, eps=ppo.adam_eps, fused=True)
     world = accelerator.num_processes
-    num_updates = s.total_episodes // (s.batch_size * world)
+    num_updates = ppo.total_episodes // (ppo.batch_size * world)
     if num_updates < 1:
-        raise UserError(f"ppo.total_episodes={s.total_episodes} is less than one batch ({s.batch_size * world})")
+        raise UserError(f"ppo.total_episodes={ppo.total_episodes} is less than one batch ({ppo.batch_size * world})")
 
     def lr_factor(step: int) -> float:
-        return 1.0 - step / num_updates if s.lr_schedule == "linear" else 1.0
+        return 1.0 - step / num_updates if ppo.lr_schedule == "linear" else 1.0
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped_model = accelerator.unwrap_model(model)  # the same module all run long
@@ -144,18 +149,16 @@ def train(cfg: Config) -> dict:
     prompt_queue: list[int] = []
 
     def next_prompts() -> list[list[int]]:
-        needed = s.batch_size * world
+        needed = ppo.batch_size * world
         while len(prompt_queue) < needed:
             prompt_queue.extend(torch.randperm(len(prompts), generator=order).tolist())
         taken = [prompt_queue.pop(0) for _ in range(needed)]
         mine = taken[accelerator.process_index :: world]
         return [prompts[i] for i in mine]
 
-    def left_pad(rows: list[list[int]]) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        return torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=accelerator.device)
-
-    kl_coef, first_update, resumed_from = s.kl_coef, 1, checkpoints.resume_point(run_dir, s.resume)
+    ptx_stream = ptx_batches(ptx_texts, tokenizer, ppo.ptx_batch_size, ppo.max_prompt_tokens + ppo.response_tokens,
+                             sampling)
+    kl_coef, first_update, resumed_from = ppo.kl_coef, 1, checkpoints.resume_point(run_dir, ppo.resume)
     metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
         loop = ppo_checkpoint.load(resumed_from, accelerator, model, optimizer, scheduler)
@@ -163,16 +166,16 @@ def train(cfg: Config) -> dict:
         order.set_state(loop["order"])
         sampling.set_state(loop["sampling"])
         prompt_queue[:] = loop["prompt_queue"].tolist()
-        print(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
+        print0(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
     negative_kl_streak = 0
-    gold_eval_settings = dataclasses.replace(cfg.eval, num_prompts=s.gold_eval_prompts)
+    gold_eval_settings = dataclasses.replace(cfg.eval, num_prompts=ppo.gold_eval_prompts)
     for update in range(first_update, num_updates + 1):
         start = time.perf_counter()
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
-        queries = left_pad(next_prompts())
+        queries = left_pad(next_prompts(), pad_id)[0].to(accelerator.device)
         context_length = queries.shape[1]
         with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
-            sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, s.response_tokens, s.temperature)
+            sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, ppo.response_tokens, ppo.temperature)
         responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
         query_responses = torch.cat([queries, responses], dim=1)
         rollout_s = time.perf_counter() - start
@@ -181,59 +184,55 @@ def train(cfg: Config) -> dict:
         score_start = time.perf_counter()
         with torch.no_grad():
             logits, all_values = model(query_responses, pad_id, context_length)
-            logprobs = response_logprobs(logits, responses, s.temperature)
-            rollout_entropy = entropy(logits, s.temperature)  # of the policy that sampled
+            logprobs = response_logprobs(logits, responses, ppo.temperature)
+            rollout_entropy = entropy(logits, ppo.temperature)  # of the policy that sampled
             values = response_values(all_values, context_length)
             with as_reference() as ref:
                 ref_logits = lm_logits(ref, query_responses, pad_id, context_length)
-            ref_logprobs = response_logprobs(ref_logits, responses, s.temperature)
+            ref_logprobs = response_logprobs(ref_logits, responses, ppo.temperature)
             raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
-        raw_scores = faults.poison("reward", update, raw_scores)
-        require_finite("reward model score", raw_scores, f"PPO update {update}", run_dir)
+        require_finite("reward", raw_scores, run_dir, update, "PPO update")
         has_eos = (responses == eos_id).any(dim=1)
-        scores = L.apply_missing_eos_penalty(raw_scores, has_eos, s.missing_eos_mode, s.missing_eos_penalty)
+        scores = L.apply_missing_eos_penalty(raw_scores, has_eos, ppo.missing_eos_mode, ppo.missing_eos_penalty)
 
         # 3. shape rewards: -beta * KL per token, the score added on the EOS
-        kl = L.kl_per_token(logprobs, ref_logprobs, s.kl_estimator) * mask
+        kl = L.kl_per_token(logprobs, ref_logprobs, ppo.kl_estimator) * mask
         rewards = L.shape_rewards(scores, kl, mask, kl_coef)
-        if s.whiten_rewards:
+        if ppo.whiten_rewards:
             rewards = L.masked_whiten(rewards, mask, shift_mean=False)
 
         # 4. advantages: GAE over response tokens, then whitened over the batch
-        advantages, returns = L.gae(rewards, values, mask, s.gamma, s.lam)
-        if s.whiten_advantages:
+        advantages, returns = L.gae(rewards, values, mask, ppo.gamma, ppo.lam)
+        if ppo.whiten_advantages:
             advantages = L.masked_whiten(advantages, mask)
 
         # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx)
         update_start = time.perf_counter()
         score_s = update_start - score_start
         stats = []
-        minibatch_size = s.batch_size // s.num_minibatches
-        for _ in range(s.ppo_epochs):
-            for idx in torch.randperm(s.batch_size, generator=sampling).split(minibatch_size):
+        minibatch_size = ppo.batch_size // ppo.num_minibatches
+        for _ in range(ppo.ppo_epochs):
+            for idx in torch.randperm(ppo.batch_size, generator=sampling).split(minibatch_size):
                 new_logits, new_all_values = model(query_responses[idx], pad_id, context_length)
-                new_logprobs = response_logprobs(new_logits, responses[idx], s.temperature)
+                new_logprobs = response_logprobs(new_logits, responses[idx], ppo.temperature)
                 new_values = response_values(new_all_values, context_length)
                 pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
-                                                  s.cliprange)
-                vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], s.cliprange_value)
-                loss = faults.poison("loss", update, pg_loss + s.vf_coef * vf_loss)
-                require_finite("loss", loss, f"PPO update {update}", run_dir)
+                                                  ppo.cliprange)
+                vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], ppo.cliprange_value)
+                loss = pg_loss + ppo.vf_coef * vf_loss
+                require_finite("loss", loss, run_dir, update, "PPO update")
                 ptx_loss = torch.zeros(())
-                if s.ptx_coef > 0:
+                if ppo.ptx_coef > 0:
                     # InstructGPT C.4: the LM loss on pretraining text joins PPO's in the same gradient step.
-                    picks = torch.randint(len(ptx_texts), (s.ptx_batch_size,), generator=sampling).tolist()
-                    ptx = tokenizer([ptx_texts[i] + tokenizer.eos_token for i in picks], return_tensors="pt",
-                                    padding=True, truncation=True, max_length=s.max_prompt_tokens + s.response_tokens)
-                    ptx_ids = ptx["input_ids"].to(accelerator.device)
+                    ptx_ids = next(ptx_stream).to(accelerator.device)
                     ptx_logits, _ = model(ptx_ids, pad_id, with_values=False)
                     ptx_loss = torch.nn.functional.cross_entropy(
                         ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
                         ignore_index=pad_id)
-                    loss = loss + s.ptx_coef * ptx_loss
+                    loss = loss + ppo.ptx_coef * ptx_loss
                 accelerator.backward(loss)  # one backward per step: under DeepSpeed it also steps the optimizer
-                grad_norm = accelerator.clip_grad_norm_(trainable, s.max_grad_norm)
-                require_finite("gradient norm", grad_norm, f"PPO update {update}", run_dir)
+                grad_norm = accelerator.clip_grad_norm_(trainable, ppo.max_grad_norm)
+                require_finite("gradient norm", grad_norm, run_dir, update, "PPO update")
                 optimizer.step()
                 optimizer.zero_grad()
                 stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
@@ -257,13 +256,13 @@ def train(cfg: Config) -> dict:
             "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),
         }
         metrics = {k: accelerator.reduce(v.float().to(accelerator.device), "mean").item() for k, v in metrics.items()}
-        if s.adaptive_kl:  # on the KL of all ranks, so that every rank keeps the same coefficient
-            kl_coef = L.adaptive_kl_coef(kl_coef, metrics["objective/kl"], s.kl_target, s.kl_horizon,
-                                         s.batch_size * world)
+        if ppo.adaptive_kl:  # on the KL of all ranks, so that every rank keeps the same coefficient
+            kl_coef = L.adaptive_kl_coef(kl_coef, metrics["objective/kl"], ppo.kl_target, ppo.kl_horizon,
+                                         ppo.batch_size * world)
         metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
                         "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
-                        "episodes": update * s.batch_size * world})
-        if s.gold_eval_every and (update % s.gold_eval_every == 0 or update == num_updates):
+                        "episodes": update * ppo.batch_size * world})
+        if ppo.gold_eval_every and (update % ppo.gold_eval_every == 0 or update == num_updates):
             # The gold judge along training next to the proxy score, for the over-optimisation curve (Gao et al.
             # 2022); sample() restores the RNG state, so this leaves the run's own sampling untouched.
             gold_start = time.perf_counter()
@@ -272,44 +271,42 @@ def train(cfg: Config) -> dict:
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
             metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
         for name, value in metrics.items():
-            require_finite(name, value, f"PPO update {update}", run_dir)
+            require_finite(name, value, run_dir, update, "PPO update")
         warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
         for warning in warnings:
-            print(f"warning (update {update}): {warning}")
+            print0(f"warning (update {update}): {warning}")
         metrics["alarms"] = len(warnings)
         metrics_log.write(update, metrics)
-        if is_main_process() and (update % s.log_every == 0 or update == num_updates):
-            print(f"update {update}/{num_updates}: score {metrics['objective/score']:.3f} "
+        if update % ppo.log_every == 0 or update == num_updates:
+            print0(f"update {update}/{num_updates}: score {metrics['objective/score']:.3f} "
                   f"kl {metrics['objective/kl']:.3f} eos {metrics['rollout/eos_rate']:.2f} "
                   f"clipfrac {metrics['policy/clipfrac']:.3f} ({metrics['time/rollout_s']:.2f}s rollout, "
                   f"{metrics['time/update_s']:.2f}s update)")
         stopping = stop.requested()  # the same answer on every rank
-        if stopping or s.save_every and update % s.save_every == 0:
+        if stopping or ppo.save_every and update % ppo.save_every == 0:
             loop = {"update": update, "kl_coef": kl_coef, "order": order.get_state(), "sampling": sampling.get_state(),
                     "prompt_queue": torch.tensor(prompt_queue, dtype=torch.long)}
-            ppo_checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, s.save_total_limit,
+            ppo_checkpoint.save(run_dir, update, accelerator, model, optimizer, scheduler, loop, ppo.save_total_limit,
                             len(metrics_log))
         if stopping:
             raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")
 
     # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory (under
     # ZeRO-3, with the policy's weights gathered).
-    accelerator.wait_for_everyone()  # the main process has logged the last update
+    barrier()  # the main process has logged the last update
     rows = metrics_log.rows()  # the main process's log; it covers updates run before a resume too
     last = rows[-1] if rows else {}
-    results = {"updates": num_updates, "episodes": num_updates * s.batch_size * world,
+    results = {"updates": num_updates, "episodes": num_updates * ppo.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
     with as_reference() as prepared_ref, \
             unwrapped_for_generation(prepared_ref, accelerator.unwrap_model(prepared_ref), accelerator) as ref:
-        results.update({f"eval_sft_{k}": v for k, v in gold_evaluation(ref, tokenizer, cfg.data, cfg.eval,
-                                                                         cfg.seed).items()})
+        results.update(final_gold_evaluation("sft", ref, tokenizer, cfg.data, cfg.eval, cfg.seed))
     with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
-        results.update({f"eval_ppo_{k}": v for k, v in gold_evaluation(unwrapped.policy, tokenizer, cfg.data,
-                                                                         cfg.eval, cfg.seed).items()})
+        results.update(final_gold_evaluation("ppo", unwrapped.policy, tokenizer, cfg.data, cfg.eval, cfg.seed))
         if is_main_process():
             final_policy = unwrapped.policy
-            if s.lora.enabled:
+            if ppo.lora.enabled:
                 final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
             final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
             tokenizer.save_pretrained(run_dir / "final")
@@ -317,9 +314,31 @@ def train(cfg: Config) -> dict:
     return results
 
 
+def ptx_batches(texts: list[str], tokenizer, batch_size: int, max_length: int, generator):
+    """Endless (B, L) batches of pretraining text for PPO-ptx, each text ending on EOS, right-padded. A batch is drawn
+    with `generator` (the run's sampling generator) only when it is taken, so the draws interleave with the
+    minibatch order exactly as they are used."""
+    import torch
+
+    while True:
+        picks = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
+        yield tokenizer([texts[i] + tokenizer.eos_token for i in picks], return_tensors="pt", padding=True,
+                        truncation=True, max_length=max_length)["input_ids"]
+
+
+def train_for(algorithm: str) -> Callable[[Config], dict]:
+    """What fills the PPO slot: this file's train, or with ppo.algorithm rloo, grpo or dpo, TRL's trainer of that
+    algorithm (align/trainers/alternatives.py), which writes the same outputs."""
+    if algorithm == "ppo":
+        return train
+    from align.trainers.alternatives import train as train_alternative
+
+    return train_alternative
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_stage(train, cfg)
+    run_stage(train_for(cfg.ppo.algorithm), cfg)
 
 
 if __name__ == "__main__":

@@ -22,33 +22,15 @@ from statistics import mean, stdev
 
 from omegaconf import OmegaConf
 
+from align.evaluation.tables import COLUMNS as EVAL_COLUMNS
 from align.evaluation.tables import markdown_table
+from align.runtime.runs import read_jsonl, update_rows
 
 POLICY = "ppo"  # the label of the trained policy in eval.json
-# (key in a run's row, column title, format)
-COLUMNS = (
-    ("gold_score", "gold score", "{:.3f}"),
-    ("rm_score", "RM score", "{:+.3f}"),
-    ("kl", "KL to SFT", "{:.2f}"),
-    ("response_tokens", "response tokens", "{:.1f}"),
-    ("eos_rate", "EOS rate", "{:.2f}"),
-    ("gold_win_rate", "win rate vs SFT (gold)", "{:.3f}"),
-    ("rm_win_rate", "win rate vs SFT (RM)", "{:.3f}"),
-    ("ppo_seconds", "PPO time (s)", "{:.1f}"),
-)
+# (key in a run's row, column title, format): the evaluation's columns against the SFT model, and PPO's time
+COLUMNS = (*((key, title.format(reference="SFT"), fmt) for key, title, fmt in EVAL_COLUMNS),
+           ("ppo_seconds", "PPO time (s)", "{:.1f}"))
 TIME_KEYS = ("time/rollout_s", "time/score_s", "time/update_s", "time/gold_eval_s")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def update_rows(metrics_rows: list[dict]) -> list[dict]:
-    """The per-update rows of metrics.jsonl, PPO's or a TRL trainer's in its place (the last line holds the final
-    numbers, not an update)."""
-    return [row for row in metrics_rows if "time/update_s" in row]
 
 
 def run_row(results: dict, run_name: str, variant: str, ppo_updates: list[dict]) -> dict:

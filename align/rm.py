@@ -23,27 +23,37 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.console import is_main_process, print0
 from align.core.errors import UserError
+from align.core.records import read_records
+from align.core.tokens import chat_ids
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
-from align.runtime.runs import MetricsLog, finish_run, is_main_process, run_stage, start_run
-from align.trainers.stage_setup import last_checkpoint, stage_callbacks, train_from, trainer_arguments
+from align.runtime.runs import MetricsLog, finish_run, require_stage_output, run_stage, start_run
+from data_prep.prepare import ensure_prepared
 
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from align.core.records import read_records
+    from align.evaluation.judging import load_judge
     from align.evaluation.rm_eval import evaluate_pairs
     from align.modeling.models import load_reward_model, load_tokenizer
-    from align.modeling.reward_model import conversation_ids, score, shift_scores
-    from data_prep.prepare import ensure_prepared
+    from align.modeling.reward_model import score, shift_scores
+    from align.trainers.stage_setup import (
+        last_checkpoint,
+        log_tensorboard_to,
+        settings_arguments,
+        stage_callbacks,
+        train_from,
+        trainer_arguments,
+    )
 
     run_dir = Path(cfg.paths.rm)
     s = cfg.rm
-    if s.init_from == f"{cfg.paths.sft}/final" and not Path(s.init_from).is_dir():
-        raise UserError(f"no SFT model at {s.init_from}: run `python -m align.sft` with the same overrides first")
+    require_stage_output(s.init_from, cfg.paths.root, "run `python -m align.sft` with the same overrides first")
     start_run(run_dir, cfg)
+    log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked first
@@ -60,12 +70,13 @@ def train(cfg: Config) -> dict:
     rm = load_reward_model(cfg.model, tokenizer, s.init_from, cfg.seed)
 
     # 3. trainer: Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
-    args = RewardConfig(
-        **trainer_arguments(s, cfg, run_dir),
+    args = RewardConfig(**trainer_arguments(
+        cfg, run_dir,
+        **settings_arguments(s),
         max_length=s.max_length,
         center_rewards_coefficient=s.center_rewards_coefficient,
         disable_dropout=True,
-    )
+    ))
     trainer = RewardTrainer(
         model=rm,
         args=args,
@@ -77,7 +88,7 @@ def train(cfg: Config) -> dict:
     # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
     # the same for training pairs).
     def fits(messages: list[dict]) -> bool:
-        return len(conversation_ids(tokenizer, messages)) <= s.max_length
+        return len(chat_ids(tokenizer, messages)) <= s.max_length
 
     n_eval, n_reference = len(eval_pairs), len(reference)
     eval_pairs = [p for p in eval_pairs if fits(p["prompt"] + p["chosen"]) and fits(p["prompt"] + p["rejected"])]
@@ -85,7 +96,7 @@ def train(cfg: Config) -> dict:
     too_long = {"train": len(train_pairs) - len(trainer.train_dataset), "eval": n_eval - len(eval_pairs),
                 "reference": n_reference - len(reference)}
     if any(too_long.values()):
-        print(f"left out conversations longer than rm.max_length={s.max_length} tokens: {too_long}")
+        print0(f"left out conversations longer than rm.max_length={s.max_length} tokens: {too_long}")
     if not reference or not eval_pairs:
         raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: {too_long}")
 
@@ -98,7 +109,7 @@ def train(cfg: Config) -> dict:
     shift_scores(rm, offset)
 
     # 6. evaluate on held-out pairs and save the plain Hugging Face directory
-    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, cfg.data.judge, s.eval_batch_size)
+    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, load_judge(cfg.data), s.eval_batch_size)
     metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
                "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
                "dropped_too_long": too_long,

@@ -21,23 +21,24 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.records import read_records
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
 from align.runtime.runs import MetricsLog, finish_run, run_stage, start_run
-from align.trainers.stage_setup import last_checkpoint, stage_callbacks, train_from
+from data_prep.prepare import ensure_prepared
 
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import SFTConfig
 
-    from align.core.records import read_records
     from align.evaluation.judging import gold_evaluation
     from align.modeling.models import load_causal_lm, load_tokenizer, set_attention_dropout
     from align.trainers.sft_trainer import sft_arguments, sft_trainer
-    from data_prep.prepare import ensure_prepared
+    from align.trainers.stage_setup import last_checkpoint, log_tensorboard_to, stage_callbacks, train_from
 
     run_dir = Path(cfg.paths.sft)
     start_run(run_dir, cfg)
+    log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     # 1. data: built on first use, every record checked before any model is loaded

@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 
 # The peer's numbers, from shared/peer/README.md (TRL 1.12 PPOTrainer, same configuration, quiet 2-core machine).
 PEER_SOURCE = "peer, measured by the project on 2026-11-23 (shared/peer/README.md)"
@@ -186,21 +185,13 @@ def stage_overrides(problem: dict, work: Path) -> list[str]:
 
 
 def compose_stage_config(overrides: list[str]):
-    """The config the stage would run with (Hydra's compose API, hydra node dropped), for align.runtime.runs.run_stage
-    or align.core.config.load.
-
-    As tests/conftest.py does it. Options in OPTIONAL_OVERRIDES are added when the composed ppo node has them.
+    """The config the stage would run with (align.core.config.compose), for align.runtime.runs.run_stage or
+    align.core.config.load. Options in OPTIONAL_OVERRIDES are added when the composed ppo node has them.
     """
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from align.core.config import compose
 
     def composed(extra: list[str]):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="ppo"):
-            cfg = compose(config_name="config", overrides=[*overrides, *extra], return_hydra_config=True)
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-        return cfg
+        return compose([*overrides, *extra], stage="ppo")
 
     extra = [override for key, override in OPTIONAL_OVERRIDES.items() if key in composed([]).ppo]
     return composed(extra), extra

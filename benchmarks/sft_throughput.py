@@ -41,7 +41,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Alpaca, the data +experiment=small trains on: mixed lengths at 512 tokens (median about 100, none cut). LIMA's
 # answers are long: half of them fill 512 tokens, so there is little padding for packing to recover.
@@ -148,9 +147,7 @@ def stage_config(spec: ModelSpec, seq_len: int, seed: int, *overrides: str):
     hydra node, as @hydra.main does), with the benchmark's sizes as command-line overrides: rows per step,
     max_length, max_steps (warm-up + timed steps) and the seed. `overrides` are the stage options a row varies.
     """
-    from hydra import compose, initialize_config_dir
-
-    from align.core.config import load
+    from align.core.config import compose, load
 
     sizes = [
         f"+experiment={spec.experiment}",
@@ -159,8 +156,7 @@ def stage_config(spec: ModelSpec, seq_len: int, seed: int, *overrides: str):
         f"sft.max_length={seq_len}",
         f"sft.max_steps={spec.warmup + spec.steps}",
     ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="sft"):
-        cfg = load(compose(config_name="config", overrides=[*sizes, *overrides]))
+    cfg = load(compose([*sizes, *overrides], stage="sft"))
     if cfg.sft.grad_accum != 1:  # the step accounting and the plain loop's replay assume one batch per step
         raise SystemExit(f"+experiment={spec.experiment} sets sft.grad_accum={cfg.sft.grad_accum}; expected 1")
     return cfg

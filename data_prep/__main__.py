@@ -19,10 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from align.core.config import compose, load
 from align.core.errors import UserError
 from data_prep.prepare import MANIFEST, build, build_dir, evaluation_prompts
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def main(argv: list[str]) -> None:
@@ -63,12 +62,7 @@ def build_one(args) -> Path:
 
 
 def build_recipe(recipe: str, overrides: list[str]) -> dict[str, Path]:
-    from hydra import compose, initialize_config_dir
-
-    from align.core.config import load
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="data_prep"):
-        data = load(compose(config_name="config", overrides=[f"data={recipe}", *overrides])).data
+    data = load(compose([f"data={recipe}", *overrides], stage="data_prep")).data
     return {name: build(name, data) for name in [*data.sources, *data.mixtures]}
 
 

@@ -18,9 +18,11 @@ from tqdm import tqdm
 
 from align.core.config import DataConfig
 from align.core.errors import UserError
+from align.core.hub import load_local_or_hub
 from align.core.records import read_records
+from align.core.tokens import add_chat_tokens, chat_ids, train_tiny_tokenizer
 from data_prep.convert import FILE_PREFIX
-from data_prep.writing import write_jsonl
+from data_prep.writing import digest, write_jsonl
 
 VERSION = 1
 KIND = {prefix: kind for kind, prefix in FILE_PREFIX.items()}  # file name prefix -> contract kind
@@ -28,7 +30,6 @@ KIND = {prefix: kind for kind, prefix in FILE_PREFIX.items()}  # file name prefi
 
 def mixture_recipe(name: str, data: DataConfig) -> dict:
     """The mixture's options, the tokenizer lengths are counted in, and the content of every part (by sha256)."""
-    from data_prep.prepare import digest
 
     mixture = data.mixtures[name]
     parts = {part: digest(Path(data.dir) / part / mixture.file) for part in mixture.parts}
@@ -57,8 +58,6 @@ def build_mixture(name: str, data: DataConfig, out_dir: Path) -> dict:
         taken[part] = len(chosen)
     rng.shuffle(mixed)
     if mixture.tokenizer_vocab_size is not None:
-        from align.core.tokens import train_tiny_tokenizer
-
         train_tiny_tokenizer(list(texts(kind, [r for _, r in mixed])), mixture.tokenizer_vocab_size,
                              out_dir / "tokenizer")
     too_long = Counter()
@@ -90,17 +89,13 @@ def token_counter(tokenizer_name: str | None, kind: str):
     """record -> its length in tokens as a stage sees it (a pair: its longer side with the prompt)."""
     if tokenizer_name is None:
         raise UserError("max_tokens is set but data.tokenizer is null: name the tokenizer lengths are counted in")
-    from transformers import AutoTokenizer
-
-    from align.core.hub import load_local_or_hub
-    from align.core.tokens import add_chat_tokens
+    from transformers import AutoTokenizer  # only here: data_prep starts without transformers
 
     tokenizer = add_chat_tokens(load_local_or_hub(AutoTokenizer.from_pretrained, tokenizer_name, "tokenizer",
                                                   "data.tokenizer"))
 
     def conversation(messages: list[dict], generation_prompt: bool = False) -> int:
-        return len(tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
-                                                 return_dict=True)["input_ids"])
+        return len(chat_ids(tokenizer, messages, generation_prompt))
 
     if kind == "sft":
         return lambda r: conversation(r["messages"])

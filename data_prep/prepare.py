@@ -9,7 +9,6 @@ directory built from another recipe is never silently reused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -19,6 +18,10 @@ from pathlib import Path
 
 from align.core.config import DataConfig, SourceConfig
 from align.core.errors import UserError
+from data_prep.convert import build as convert
+from data_prep.convert import prompt_key
+from data_prep.mixture import build_mixture, mixture_recipe
+from data_prep.writing import digest
 
 MANIFEST = "manifest.json"
 
@@ -51,8 +54,6 @@ def build(name: str, data: DataConfig) -> Path:
         return build_dir(Path(data.dir) / name, wanted, lambda tmp: build_source(name, source, data, tmp),
                          f"data.sources.{name} ({source.prepare})")
     if name in data.mixtures:
-        from data_prep.mixture import build_mixture, mixture_recipe
-
         for part in data.mixtures[name].parts:
             build(part, data)
         tokenizer_home = Path(data.tokenizer).parent.name if data.tokenizer else None
@@ -68,22 +69,14 @@ def build_source(name: str, source: SourceConfig, data: DataConfig, out_dir: Pat
     module = importlib.import_module(f"data_prep.{source.prepare}")
     if hasattr(module, "prepare"):  # generated data (the tiny world): the module builds everything itself
         return {"counts": module.prepare(source, data, out_dir)}
-    from data_prep.convert import build as convert
-
     eval_prompts = {}
     for other in source.decontaminate:
         eval_prompts.update(evaluation_prompts(Path(data.dir) / other, other))
     return convert(module, name, source, data.strict, out_dir, eval_prompts)
 
 
-def digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def evaluation_prompts(directory: Path, name: str) -> dict[str, str]:
     """prompt_key -> source name for every user turn of a built source's evaluation prompts."""
-    from data_prep.convert import prompt_key
-
     path = directory / "prompts.eval.jsonl"
     if not path.is_file():
         raise UserError(f"data.sources.{name} has no evaluation prompts ({path}) to decontaminate against")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,3 +20,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False).translate(LINE_BREAKS) + "\n")
     os.replace(tmp, path)
+
+
+def digest(path: Path) -> str | None:
+    """The sha256 of a file's bytes (None if there is no file): what a build records of its inputs and outputs."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF, _without_hydra, compose_config
+from helpers import CONF, compose_config, without_hydra
 from omegaconf import OmegaConf
 
 from align.core.config import load
@@ -41,7 +41,7 @@ def flat(node, prefix: str = "") -> dict:
 
 
 def composed(experiment: str, *overrides: str):
-    cfg = _without_hydra(compose_config(f"+experiment={experiment}", "paths.root=/runs", *overrides))
+    cfg = without_hydra(compose_config(f"+experiment={experiment}", "paths.root=/runs", *overrides))
     return cfg, load(cfg)
 
 
@@ -84,7 +84,7 @@ def test_jobs_of_a_sweep_over_ablations_and_seeds_never_share_a_directory():
         for seed in (0, 1):
             cfg = compose_config("+experiment=tiny", f"+ablation={ablation}", f"seed={seed}",
                                  "run_name=tiny-seed${seed}", "paths.root=/runs", stage="pipeline")
-            paths = vars(load(_without_hydra(cfg)).paths)
+            paths = vars(load(without_hydra(cfg)).paths)
             assert paths["sft"] == f"/runs/tiny-seed{seed}/sft"
             job = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
             assert job == f"/runs/tiny-seed{seed}/sweeps/pipeline/{ablation}-seed{seed}"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_module
+from helpers import REPO, run_module
 
 from data_prep.tiny_world.task import VOCABULARY
 

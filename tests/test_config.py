@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import CONF, _without_hydra, compose_config, run_module, tiny_config
+from helpers import CONF, compose_config, run_module, tiny_config, without_hydra
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
@@ -24,7 +24,7 @@ def test_every_experiment_composes_for_every_stage(experiment, stage):
     cfg = compose_config(f"+experiment={experiment}", "paths.root=/runs", stage=stage)
     # The run directory Hydra uses is the stage's fixed path, named after the experiment (and PPO's variant).
     assert cfg.hydra.run.dir == f"/runs/{experiment}/{stage}" + ("-baseline" if stage == "ppo" else "")
-    config = load(_without_hydra(cfg))
+    config = load(without_hydra(cfg))
     assert config.run_name == experiment
 
 
@@ -37,13 +37,13 @@ def test_experiment_is_not_in_the_defaults_list():
 
 
 def test_typo_in_key_fails_naming_the_key():
-    cfg = _without_hydra(compose_config("+experiment=tiny", "+sft.lrr=3"))
+    cfg = without_hydra(compose_config("+experiment=tiny", "+sft.lrr=3"))
     with pytest.raises(UserError, match=r"sft\.lrr"):
         load(cfg)
 
 
 def test_wrong_type_fails_naming_the_key():
-    cfg = _without_hydra(compose_config("+experiment=tiny", "sft.max_steps=abc"))
+    cfg = without_hydra(compose_config("+experiment=tiny", "sft.max_steps=abc"))
     with pytest.raises(UserError, match=r"sft\.max_steps"):
         load(cfg)
 
@@ -66,14 +66,6 @@ def test_stage_paths_are_fixed_and_readable():
     assert Path(config.data.sft_train).parent.parent == Path(config.data.dir)
 
 
-def test_importing_align_does_not_import_torch():
-    import subprocess
-    import sys
-
-    code = "import sys, align, align.core.config, data_prep; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-
-
 def numeric_leaves(node, prefix: str = "") -> list[str]:
     """Dotted keys of the int, float and bool values of a config (as plain containers)."""
     if isinstance(node, dict):
@@ -81,7 +73,7 @@ def numeric_leaves(node, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if isinstance(node, (int, float, bool)) else []
 
 
-TINY = _without_hydra(compose_config("+experiment=tiny", "paths.root=/runs"))
+TINY = without_hydra(compose_config("+experiment=tiny", "paths.root=/runs"))
 TINY_NUMERIC = numeric_leaves(OmegaConf.to_container(TINY, resolve=False))
 JUNK = st.text(alphabet="qxz", min_size=1, max_size=6)  # never parses as a number or a boolean
 

@@ -121,7 +121,7 @@ def test_plain_text_documents_for_ptx(tmp_path):
 
     Hand check: re.split(r"\\n[ \\t]*\\n", text) gives 82 non-blank blocks, 80 of them distinct.
     """
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     from data_prep import plain_text
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import CONF, SHARED_DATA, tiny_config
+from helpers import CONF, SHARED_DATA, tiny_config
 
 from align.core.errors import UserError
 from data_prep import eval_prompts, self_instruct
@@ -136,7 +136,7 @@ def test_rebuilding_gives_byte_identical_files(tmp_path):
 
 
 def test_command_line_builds_a_source_and_prints_the_summary(tmp_path):
-    from conftest import run_module
+    from helpers import run_module
 
     hh = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
     result = run_module("data_prep", "hh_rlhf", str(hh), "--out", str(tmp_path / "hh"), "--eval-size", "100")

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

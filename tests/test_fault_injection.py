@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import world_dir
+from helpers import world_dir
 
 from benchmarks.fault_injection import run_trials
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_module
+from helpers import run_module
 from safetensors.torch import load_file, save_file
 
 from align.runtime.checkpoints import is_complete, numbered
@@ -18,12 +18,12 @@ from align.runtime.guards import NonFinite, require_finite
 def test_require_finite_names_quantity_step_and_last_checkpoint(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "checkpoint_complete").write_text("")
-    require_finite("loss", torch.tensor([1.0, 2.0]), "step 5", tmp_path)
-    require_finite("kl", 0.5, "update 5", tmp_path)
+    require_finite("loss", torch.tensor([1.0, 2.0]), tmp_path, 5)
+    require_finite("kl", 0.5, tmp_path, 5, "update")
     with pytest.raises(NonFinite, match=r"non-finite reward \(inf\) at update 7: .*checkpoint-4"):
-        require_finite("reward", torch.tensor([0.0, float("inf")]), "update 7", tmp_path)
+        require_finite("reward", torch.tensor([0.0, float("inf")]), tmp_path, 7, "update")
     with pytest.raises(NonFinite, match=r"non-finite loss \(nan\) at step 1: .*none"):
-        require_finite("loss", float("nan"), "step 1", tmp_path / "empty")
+        require_finite("loss", float("nan"), tmp_path / "empty", 1)
 
 
 def assert_stopped(result, message: str, run_dir, kept: int) -> None:
@@ -57,7 +57,7 @@ def test_rm_stops_on_a_nan_reward(tiny_sft_dir, tmp_path, tiny_data_root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quantity, message", [("loss", "non-finite loss (nan) at PPO update 3"),
-                                               ("reward", "non-finite reward model score (nan) at PPO update 3")])
+                                               ("reward", "non-finite reward (nan) at PPO update 3")])
 def test_ppo_stops_on_a_nan_loss_or_reward(tiny_rm_dir, tiny_data_root, quantity, message):
     root = tiny_rm_dir.parent.parent
     result = run_module("align.ppo", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",
@@ -78,5 +78,5 @@ def test_ppo_stops_on_a_reward_model_with_a_nan_weight(tiny_rm_dir, tiny_data_ro
     result = run_module("align.ppo", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",
                         f"ppo.reward_model={broken}", "ppo.total_episodes=320", "variant=broken-rm")
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "non-finite reward model score (nan) at PPO update 1" in result.stderr
+    assert "non-finite reward (nan) at PPO update 1" in result.stderr
     assert "the last good checkpoint is none" in result.stderr and "Traceback" not in result.stderr

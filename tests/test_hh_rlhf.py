@@ -6,7 +6,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 
 from data_prep import hh_rlhf
 from data_prep.convert import Bad, build

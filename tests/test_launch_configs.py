@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import CONF, tiny_config
+from helpers import CONF, tiny_config
 
 from align.core.errors import UserError
 from align.runtime.distributed import drop_launcher_arguments, join_processes

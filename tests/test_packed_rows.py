@@ -4,7 +4,7 @@ on the same labels and loss as TRL's flattened padding-free row."""
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 CONVERSATIONS = [
     [{"role": "user", "content": "words 3 start sun end any"}, {"role": "assistant", "content": "sun good moon"}],

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import run_module
+from helpers import run_module
 
 from align.pipeline import first_difference, settings
 
@@ -85,7 +85,7 @@ def test_final_ppo_model_answers_through_a_plain_transformers_pipeline(tiny_pipe
     greedy answers equal our own sampler's and satisfy the gold judge as well as eval.json says the model does."""
     from statistics import mean
 
-    from conftest import world_dir
+    from helpers import world_dir
     from transformers import AutoTokenizer, pipeline
 
     from align.evaluation.sampling import sample

@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from align.modeling.forward import entropy, lm_logits, position_ids, response_logprobs
 from align.modeling.models import disable_dropout, load_reward_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import kill_after_checkpoint_then_resume, run_module, same_weights
+from helpers import kill_after_checkpoint_then_resume, run_module, same_weights
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from conftest import run_module, start_module, wait_for
+from helpers import run_module, start_module, wait_for
 
 from align.runtime.checkpoints import MARKER, numbered
 from align.runtime.preemption import PREEMPTED, SIGNALS, StopRequest

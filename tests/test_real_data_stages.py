@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_module
+from helpers import run_module
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from align.report import aggregate, markdown, run_row, training_curve, update_rows, variant_curves
+from align.report import aggregate, markdown, run_row, training_curve, variant_curves
+from align.runtime.runs import update_rows
 
 
 def eval_results(seed: int, gold: float, kl: float) -> dict:

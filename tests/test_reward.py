@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from align.core.tokens import IM_END
 from align.modeling.models import load_reward_model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 
 from align.core.errors import UserError
 

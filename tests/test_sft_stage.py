@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED_DATA, run_module, tiny_config, world_dir
+from helpers import SHARED_DATA, run_module, tiny_config, world_dir
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import run_module
+from helpers import run_module
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import random
 from statistics import mean
 
 import pytest
-from conftest import world_dir
+from helpers import world_dir
 
 from data_prep.tiny_world.build import demonstrate, preference_pair, respond
 from data_prep.tiny_world.judge import constraint_results, gold_score
@@ -101,7 +101,7 @@ def test_built_splits_hold_out_eval_prompts_and_label_noise_is_as_configured(tin
 
 
 def test_build_is_deterministic(tmp_path, tiny_data_root):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     from data_prep.prepare import ensure_prepared
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import kill_after_checkpoint_then_resume, run_module, same_weights
+from helpers import kill_after_checkpoint_then_resume, run_module, same_weights
 
 pytestmark = pytest.mark.slow
 

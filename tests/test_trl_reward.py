@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
 from align.modeling.reward_model import reward_at_eos
 from align.rlhf import losses as L
-from align.trainers.alternatives import online_trainer, trainer_arguments
+from align.trainers.alternatives import alternative_arguments, online_trainer
 
 EOS_CHANCE = 0.1  # per sampled token: some completions end within the budget, others are cut off
 
@@ -43,7 +43,7 @@ def test_the_reward_trl_gets_is_ppos_score(algorithm, tiny_data_root, tmp_path):
     cfg.ppo.policy_init, cfg.ppo.reward_model = str(tmp_path / "sft"), str(tmp_path / "rm")
     policy, reference = (load_causal_lm(cfg.model, tokenizer, cfg.ppo.policy_init, seed=0) for _ in range(2))
     prompts = [{"prompt": [{"role": "user", "content": f"words {n} start sun end any"}]} for n in range(2, 6)]
-    trainer = online_trainer(cfg, trainer_arguments(cfg, tmp_path / "run", steps=1), policy, reference, tokenizer,
+    trainer = online_trainer(cfg, alternative_arguments(cfg, tmp_path / "run", steps=1), policy, reference, tokenizer,
                              prompts, callbacks=[])
 
     # Spies on the real calls: what TRL generated from and sampled, and the rewards it was given.

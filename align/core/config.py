@@ -7,11 +7,16 @@ composed config into them, so a misspelt key or a wrong type fails at start-up, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from align.core.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's config tree (align is used from a checkout)
 
 
 @dataclass
@@ -267,6 +272,14 @@ class Config:
     distributed: DistributedConfig
     logger: LoggerConfig
     paths: PathsConfig
+
+
+def compose(overrides: list[str], stage: str) -> DictConfig:
+    """The config `python -m align.<stage> <overrides>` hands to its train function, composed without running the stage
+    (Hydra's compose API, for tests, benchmarks and `python -m data_prep --recipe`): Hydra's own `hydra` node is left
+    out, as @hydra.main leaves it out; `load` then validates it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=stage):
+        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def load(cfg: DictConfig) -> Config:

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align.core.console import print0
 from align.core.contracts import CHECKS
 from align.core.errors import UserError
 
@@ -53,7 +54,7 @@ def read_records(path: str | Path, kind: str, on_bad_record: str) -> tuple[list[
                 report.first_problems.append(message)
     report.kept = len(records)
     if report.dropped:
-        print(f"dropped {sum(report.dropped.values())} malformed {kind} records from {path}: "
+        print0(f"dropped {sum(report.dropped.values())} malformed {kind} records from {path}: "
               f"{dict(report.dropped)}; first: {report.first_problems}")
     if not records:
         raise UserError(f"no usable {kind} records in {path}")

@@ -31,6 +31,13 @@ CHAT_TEMPLATE = (
 )
 
 
+def chat_ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
+    """The token ids of a conversation under the chat template; with `generation_prompt`, followed by the opening of
+    the assistant turn a model continues from (a prompt as the model sees it when it answers)."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
+                                         return_dict=True)["input_ids"]
+
+
 def add_chat_tokens(tokenizer):
     """Give a GPT-2-style tokenizer the ChatML turn tokens, a distinct pad, eos = end of turn and the template."""
     missing = [t for t in (IM_START, IM_END, PAD) if t not in tokenizer.get_vocab()]

@@ -1,20 +1,27 @@
-"""Score a model on held-out prompts with the task's gold judge (where the task has one)."""
+"""The task's gold judge: loading it, and scoring a model with it on held-out prompts (where the task has one)."""
 
 from __future__ import annotations
 
 import importlib
 from statistics import mean
+from types import ModuleType
 
 from align.core.config import DataConfig, EvalConfig
 from align.core.records import read_records
 from align.evaluation.sampling import sample
 
 
+def load_judge(data: DataConfig) -> ModuleType | None:
+    """The module `data_prep.<data.judge>` (it has gold_score(prompt, response, ended=True) -> float in [0, 1]), or
+    None when the task has no judge. Named by the config, so it is imported by name."""
+    return None if data.judge is None else importlib.import_module(f"data_prep.{data.judge}")
+
+
 def gold_evaluation(model, tokenizer, data: DataConfig, settings: EvalConfig, seed: int) -> dict[str, float]:
     """Mean gold score, EOS rate and response length on data.prompts_eval; {} when the task has no judge."""
-    if data.judge is None or data.prompts_eval is None:
+    judge = load_judge(data)
+    if judge is None or data.prompts_eval is None:
         return {}
-    judge = importlib.import_module(f"data_prep.{data.judge}")
     records, _ = read_records(data.prompts_eval, "prompt", "error")
     if settings.num_prompts > 0:
         records = records[: settings.num_prompts]
@@ -27,3 +34,10 @@ def gold_evaluation(model, tokenizer, data: DataConfig, settings: EvalConfig, se
         "eos_rate": mean(c.ended for c in completions),
         "response_tokens": mean(c.n_tokens for c in completions),
     }
+
+
+def final_gold_evaluation(label: str, model, tokenizer, data: DataConfig, settings: EvalConfig,
+                          seed: int) -> dict[str, float]:
+    """gold_evaluation's numbers under `eval_<label>_`: what a PPO-slot run writes for its policy ("ppo") and for
+    the SFT model it started from ("sft"), so that every algorithm's metrics.json compares alike."""
+    return {f"eval_{label}_{k}": v for k, v in gold_evaluation(model, tokenizer, data, settings, seed).items()}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
+
+import torch
 
 from align.modeling.reward_model import score
 
 MARGIN_BUCKETS = (0.0, 0.5, 1.0, 2.0, float("inf"))
 
 
-def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge_module: str | None, batch_size: int) -> dict:
-    """Metrics over held-out preference pairs; with a gold judge, agreement with it as well."""
-    import torch
-
+def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: ModuleType | None, batch_size: int) -> dict:
+    """Metrics over held-out preference pairs; with a gold judge (align.evaluation.judging.load_judge), agreement
+    with it as well."""
     chosen = score(rm, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size)
     rejected = score(rm, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size)
     margin = chosen - rejected
@@ -40,8 +41,7 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge_module: str | None, b
     lengths, scores = torch.cat([len_c, len_r]).float(), torch.cat([chosen, rejected])
     out["score_length_correlation"] = torch.corrcoef(torch.stack([scores, lengths]))[0, 1].item()
 
-    if judge_module is not None:
-        judge = importlib.import_module(f"data_prep.{judge_module}")
+    if judge is not None:
         gold_c = torch.tensor([judge.gold_score(p["prompt"][-1]["content"], p["chosen"][0]["content"]) for p in pairs])
         gold_r = torch.tensor([judge.gold_score(p["prompt"][-1]["content"], p["rejected"][0]["content"])
                                for p in pairs])

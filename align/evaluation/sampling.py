@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from align.core.tokens import chat_ids
+from align.modeling.forward import left_pad
+
 
 @dataclass
 class Completion:
@@ -20,22 +25,15 @@ class Completion:
 def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
            batch_size: int, seed: int) -> list[Completion]:
     """One response per prompt (a list of messages). temperature 0 is greedy decoding."""
-    import torch
-
     model.eval()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     completions: list[Completion] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = [
-                tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
-                for p in prompts[start : start + batch_size]
-            ]
-            width = max(len(ids) for ids in batch)
-            # Left padding keeps every prompt's last token at the end, where generation continues from.
-            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
-            attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+            batch = [chat_ids(tokenizer, p, generation_prompt=True) for p in prompts[start : start + batch_size]]
+            input_ids, attention_mask = left_pad(batch, tokenizer.pad_token_id)
+            width = input_ids.shape[1]
             with torch.no_grad():
                 out = model.generate(
                     input_ids=input_ids,

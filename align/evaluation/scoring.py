@@ -6,26 +6,23 @@ right-padded, so the response of every row starts at the same column and positio
 
 from __future__ import annotations
 
+import torch
+
 from align.evaluation.sampling import Completion
+from align.modeling.forward import left_pad, lm_logits, response_logprobs
+from align.modeling.reward_model import reward_at_eos
 
 
 def rollout_layout(completions: list[Completion], pad_id: int):
     """(input_ids (B, W + T), W): left-padded prompts of width W, then right-padded responses of length T."""
-    import torch
-
-    width = max(len(c.prompt_ids) for c in completions)
+    prompts, _ = left_pad([c.prompt_ids for c in completions], pad_id)
     length = max(max(len(c.response_ids) for c in completions), 1)
-    rows = [[pad_id] * (width - len(c.prompt_ids)) + c.prompt_ids + c.response_ids
-            + [pad_id] * (length - len(c.response_ids)) for c in completions]
-    return torch.tensor(rows), width
+    responses = torch.tensor([c.response_ids + [pad_id] * (length - len(c.response_ids)) for c in completions])
+    return torch.cat([prompts, responses], dim=1), prompts.shape[1]
 
 
 def response_logprob_sums(lm, completions: list[Completion], pad_id: int, temperature: float, batch_size: int):
     """(N,) sum over each response's tokens of log pi(token | prefix), logits divided by `temperature`."""
-    import torch
-
-    from align.modeling.forward import lm_logits, response_logprobs
-
     lm.eval()
     sums = []
     for start in range(0, len(completions), batch_size):
@@ -42,10 +39,6 @@ def response_logprob_sums(lm, completions: list[Completion], pad_id: int, temper
 
 def reward_scores(rm, completions: list[Completion], pad_id: int, batch_size: int):
     """(N,) the reward model's score of each prompt + response, read at the response's last token (its EOS)."""
-    import torch
-
-    from align.modeling.reward_model import reward_at_eos
-
     rm.eval()
     scores = []
     for start in range(0, len(completions), batch_size):

@@ -13,6 +13,15 @@ def position_ids(attention_mask):
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, W): the rows padded on the left to the longest, so that every row's last
+    token sits in the last column, where generation continues from."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return input_ids, attention_mask
+
+
 def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int, response_from: int | None = None) -> torch.Tensor:
     """Logits of a causal LM on a padded batch, attention and positions from `input_ids != pad_id`.
 

@@ -3,6 +3,18 @@ scratch)."""
 
 from __future__ import annotations
 
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+)
+from transformers.activations import ACT2FN, NewGELUActivation
+from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
 from align.core.config import ModelConfig, ScratchArchitecture
 from align.core.errors import UserError
 from align.core.hub import load_local_or_hub
@@ -11,8 +23,6 @@ from align.core.tokens import add_chat_tokens
 
 def load_tokenizer(model: ModelConfig, path: str | None = None):
     """The tokenizer of `path` (a stage's output) or of the model config, always with the chat tokens added."""
-    from transformers import AutoTokenizer
-
     name = path or model.tokenizer or model.name_or_path
     if name is None:
         raise UserError("model.tokenizer or model.name_or_path must name a tokenizer")
@@ -30,9 +40,6 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
 
     init_from: hub name or directory to load; None builds `model.scratch` with random weights (seeded).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
-
     if init_from is None:
         if model.scratch is None:
             raise UserError("sft.init_from is null and model.scratch is not set: nothing to build the model from")
@@ -59,8 +66,6 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
 
 def scratch_config(arch: ScratchArchitecture, tokenizer, **extra):
     """The GPT2Config of a model built from scratch for this tokenizer (extra: e.g. num_labels=1)."""
-    from transformers import GPT2Config
-
     return GPT2Config(
         vocab_size=len(tokenizer),
         n_layer=arch.n_layer,
@@ -94,8 +99,6 @@ def use_fused_gelu(model) -> None:
     The function is unchanged (outputs agree to float rounding); a small model trains about 10% faster on a CPU. The
     config says so, so a saved model loads with the fused kernel.
     """
-    from transformers.activations import ACT2FN, NewGELUActivation
-
     swapped = False
     for module in model.modules():
         if isinstance(getattr(module, "act", None), NewGELUActivation):
@@ -107,8 +110,6 @@ def use_fused_gelu(model) -> None:
 
 def set_attention_dropout(model, p: float | None) -> None:
     """Dropout probability `p` on the attention weights of every GPT-2 attention layer (None: leave the model's)."""
-    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
-
     if p is None:
         return
     for module in model.modules():
@@ -122,9 +123,6 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
 
     A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
     """
-    import torch
-    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
-
     torch.manual_seed(seed)
     if init_from is None:
         rm = GPT2ForSequenceClassification(scratch_config(model.scratch, tokenizer, num_labels=1))
@@ -150,8 +148,6 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
 
 
 def disable_dropout(model) -> None:
-    import torch
-
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

@@ -13,7 +13,11 @@ w . (ln(h) + b - m w / |w|^2) = w . (ln(h) + b) - m.
 
 from __future__ import annotations
 
+import torch
+
+from align.core.tokens import chat_ids
 from align.modeling.forward import position_ids
+from align.runtime.distributed import gathered
 
 
 def reward_at_eos(rm, input_ids, attention_mask):
@@ -22,18 +26,12 @@ def reward_at_eos(rm, input_ids, attention_mask):
               position_ids=position_ids(attention_mask)).logits[:, 0]
 
 
-def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
-    return tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
-
-
 def score(rm, tokenizer, conversations: list[list[dict]], batch_size: int = 32):
     """(N,) scores of finished conversations (the last turn an assistant's), in the order given."""
-    import torch
-
     rm.eval()
     scores = []
     for start in range(0, len(conversations), batch_size):
-        batch = [conversation_ids(tokenizer, c) for c in conversations[start : start + batch_size]]
+        batch = [chat_ids(tokenizer, c) for c in conversations[start : start + batch_size]]
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in batch])
         attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
@@ -44,10 +42,6 @@ def score(rm, tokenizer, conversations: list[list[dict]], batch_size: int = 32):
 
 def shift_scores(rm, offset: float) -> None:
     """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring)."""
-    import torch
-
-    from align.runtime.distributed import gathered
-
     bias = rm.transformer.ln_f.bias
     with gathered([bias, rm.score.weight]), torch.no_grad():
         w = rm.score.weight[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from align.modeling.forward import lm_logits, position_ids
@@ -51,8 +52,6 @@ def add_lora(policy: nn.Module, value: nn.Module, r: int, alpha: float, target_m
 
     The adapters start at zero (peft's B = 0), so at step 0 the policy is exactly the SFT model.
     """
-    from peft import LoraConfig, get_peft_model
-
     def config(task_type: str):
         return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
                           fan_in_fan_out=True, task_type=task_type)  # GPT-2's Conv1D stores weights transposed
@@ -67,7 +66,8 @@ def unwrapped_for_generation(model: nn.Module, unwrapped: nn.Module, accelerator
     (one all-gather, instead of one per decoding step that hangs when ranks stop at different lengths)."""
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.zero_stage == 3:
-        from trl.models import unwrap_model_for_generation  # only here: importing TRL costs about 100 MiB
+        # only here: importing TRL adds much to a PPO process's memory (docs/benchmarks.md), and only ZeRO-3 needs it
+        from trl.models import unwrap_model_for_generation
 
         with unwrap_model_for_generation(model, accelerator) as gathered:
             yield gathered

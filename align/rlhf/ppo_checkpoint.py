@@ -16,8 +16,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 
+from align.core.console import is_main_process
+from align.core.errors import UserError
 from align.runtime import checkpoints
+from align.runtime.distributed import barrier
 
 DEEPSPEED_TAG = "deepspeed"  # the engine's own sub-directory
 
@@ -25,40 +29,34 @@ DEEPSPEED_TAG = "deepspeed"  # the engine's own sub-directory
 def save(run_dir: Path, update: int, accelerator, model, optimizer, scheduler, loop: dict, keep: int,
          metrics_rows: int) -> Path:
     """Called on every rank with the prepared model and optimizer; each rank writes its own part."""
-    from safetensors.torch import save_model
-
     final = run_dir / f"checkpoint-{update}"
     tmp = run_dir / f".checkpoint-{update}.tmp"
-    if accelerator.is_main_process:
+    if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    barrier()
     if accelerator.state.deepspeed_plugin is not None:
         # ZeRO shards optimizer states (and under ZeRO-3 the weights): every rank saves its shard through the engine
         model.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
-    elif accelerator.is_main_process:
+    elif is_main_process():
         save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))  # ties GPT-2's shared weights
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if accelerator.is_main_process:
+    if is_main_process():
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({**loop, "rng": torch.get_rng_state()}, tmp / f"loop-rank{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    barrier()
+    if is_main_process():
         checkpoints.mark_complete(tmp, metrics_rows)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         checkpoints.fsync_dir(run_dir)
         checkpoints.remove_old(run_dir, keep)
-    accelerator.wait_for_everyone()
+    barrier()
     return final
 
 
 def load(path: Path, accelerator, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG in place; returns this rank's loop state."""
-    from safetensors.torch import load_model
-
-    from align.core.errors import UserError
-
     ranks = len(list(path.glob("loop-rank*.pt")))
     if ranks != accelerator.num_processes:
         raise UserError(f"{path} was written by {ranks} processes; resume it with {ranks}, not "

@@ -14,6 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+from align.core.console import is_main_process
+
 MARKER = "checkpoint_complete"
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -84,8 +86,6 @@ def remove_old(run_dir: Path, keep: int) -> None:
 def resume_point(run_dir: Path, resume: bool) -> Path | None:
     """The newest complete checkpoint, or None when starting over (resume off). The main process first removes the
     checkpoints cut short, and when starting over all of them, so that no later resume picks up an earlier run's."""
-    from align.runtime.runs import is_main_process
-
     if is_main_process():
         remove_incomplete(run_dir)
         if not resume and numbered(run_dir):

@@ -14,7 +14,16 @@ import sys
 from contextlib import contextmanager
 
 from align.core.config import DistributedConfig
+from align.core.console import is_main_process
 from align.core.errors import UserError
+
+
+def barrier() -> None:
+    """Wait until every process reaches this point (nothing to wait for in a one-process run)."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def drop_launcher_arguments() -> None:
@@ -34,7 +43,7 @@ def join_processes(dist: DistributedConfig) -> None:
         raise UserError(f"distributed.world_size={dist.world_size} but the launcher started {launched} processes")
     if launched == 1:
         return
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
@@ -92,5 +101,5 @@ def leave_processes() -> None:
     import torch.distributed
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        barrier()
         torch.distributed.destroy_process_group()

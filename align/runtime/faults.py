@@ -8,20 +8,24 @@ no config key reaches it, so a normal run cannot turn it on by accident.
 from __future__ import annotations
 
 import os
+from functools import cache
 
 VARIABLE = "ALIGN_TEST_INJECT_NAN"
 
 
+@cache
 def target() -> tuple[str, int] | None:
+    """(quantity, step) from the environment, read once per process."""
     spec = os.environ.get(VARIABLE)
     if not spec:
         return None
-    quantity, step = spec.split("@")
+    quantity, step = spec.rsplit("@", 1)
     return quantity, int(step)
 
 
 def poison(quantity: str, step: int, value):
-    """`value` times NaN if this is the quantity and step to corrupt, else `value` unchanged."""
+    """`value` times NaN if this is the quantity and step to corrupt, else `value` unchanged (called by the guard,
+    align.runtime.guards.require_finite, on what it checks)."""
     return value * float("nan") if target() == (quantity, step) else value
 
 

@@ -14,7 +14,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from align.core.config import Config, load, to_yaml
+from align.core.console import is_main_process
 from align.core.errors import UserError
+from align.runtime.allocator import keep_freed_memory
+from align.runtime.distributed import join_processes, leave_processes
 from align.runtime.preemption import PREEMPTED, Preempted, stop_request
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
@@ -25,9 +28,6 @@ def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: boo
     (align.runtime.allocator); a UserError becomes one message on stderr and exit status 2, a pre-emption
     (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from here
     on, and must act on them (align.runtime.preemption)."""
-    from align.runtime.allocator import keep_freed_memory
-    from align.runtime.distributed import join_processes, leave_processes
-
     keep_freed_memory()
     if preemptible:
         stop_request()
@@ -45,8 +45,11 @@ def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: boo
     return results
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def require_stage_output(path: str, root: str, how_to_make_it: str) -> None:
+    """Fail in the stage's first second when the model it starts from should be an earlier stage's output (a path
+    under the outputs `root`) and is not there yet; a hub name or a path elsewhere is left to the loader."""
+    if path.startswith(root) and not Path(path).is_dir():
+        raise UserError(f"no model at {path}: {how_to_make_it}")
 
 
 def start_run(run_dir: Path, config: Config) -> None:
@@ -97,9 +100,7 @@ class MetricsLog:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
     def __len__(self) -> int:
         return len(self.rows())
@@ -112,6 +113,19 @@ class MetricsLog:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in self.rows()[:rows]), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The objects of a JSON-lines file, [] if there is no file."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def update_rows(metrics_rows: list[dict]) -> list[dict]:
+    """The per-update rows of a PPO-slot run's metrics.jsonl, PPO's or a TRL trainer's in its place (the last line
+    holds the final numbers, not an update)."""
+    return [row for row in metrics_rows if "time/update_s" in row]
 
 
 def finish_run(run_dir: Path, metrics_log: MetricsLog, step: int, stage: str, metrics: dict) -> None:

@@ -22,35 +22,37 @@ Writes  cfg.paths.ppo/, as align.ppo
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
+from datasets import Dataset
 from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from align.core.config import Config
+from align.core.console import print0
 from align.core.errors import UserError
+from align.core.records import read_records
+from align.core.tokens import chat_ids
+from align.evaluation.judging import final_gold_evaluation, gold_evaluation
+from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
 from align.runtime.distributed import main_process_first
-from align.runtime.runs import MetricsLog, finish_run, start_run
+from align.runtime.runs import MetricsLog, finish_run, require_stage_output, start_run, update_rows
 from align.trainers.callbacks import reliability_callbacks
-from align.trainers.stage_setup import last_checkpoint, train_from
+from align.trainers.rm_reward import RewardModelReward
+from align.trainers.stage_setup import last_checkpoint, log_tensorboard_to, train_from, trainer_arguments
+from data_prep.prepare import ensure_prepared
 
 ONLINE = ("rloo", "grpo")
 
 
 def train(cfg: Config) -> dict:
-    from align.core.records import read_records
-    from align.evaluation.judging import gold_evaluation
-    from align.modeling.models import disable_dropout, load_causal_lm, load_tokenizer
-    from data_prep.prepare import ensure_prepared
-
     s = cfg.ppo
     if s.algorithm not in (*ONLINE, "dpo"):
         raise UserError(f"ppo.algorithm must be ppo, rloo, grpo or dpo; got {s.algorithm!r}")
     upstreams = [(s.policy_init, "align.sft")] + [(s.reward_model, "align.rm")] * (s.algorithm in ONLINE)
     for upstream, stage in upstreams:
-        if upstream.startswith(cfg.paths.root) and not Path(upstream).is_dir():
-            raise UserError(f"no model at {upstream}: run `python -m {stage}` with the same overrides first")
+        require_stage_output(upstream, cfg.paths.root, f"run `python -m {stage}` with the same overrides first")
     if s.ptx_coef > 0 or s.lora.enabled:
         raise UserError(f"ppo.ptx_coef and ppo.lora apply to PPO only, not to ppo.algorithm={s.algorithm}")
     if cfg.distributed.deepspeed_zero_stage == 3:  # the RM reward's KL and the gold judge use the plain policy
@@ -64,6 +66,7 @@ def train(cfg: Config) -> dict:
         raise UserError(f"ppo.batch_size={s.batch_size} is not divisible by ppo.num_generations={s.num_generations}")
     run_dir = Path(cfg.paths.ppo)
     start_run(run_dir, cfg)
+    log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
     data_file = cfg.data.prompts_train if s.algorithm in ONLINE else cfg.data.prefs_train
@@ -78,14 +81,13 @@ def train(cfg: Config) -> dict:
         disable_dropout(lm)
 
     def length(messages: list[dict], generation_prompt: bool) -> int:
-        return len(tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
-                                                 return_dict=True)["input_ids"])
+        return len(chat_ids(tokenizer, messages, generation_prompt))
 
     gold_settings = dataclasses.replace(cfg.eval, num_prompts=s.gold_eval_prompts)
     callbacks = [TrainingLog(metrics_log, s.algorithm, per_step, s.gold_eval_every,
                              lambda model: gold_evaluation(model, tokenizer, cfg.data, gold_settings, cfg.seed)),
                  *reliability_callbacks(metrics_log, s.save_total_limit)]
-    args = trainer_arguments(cfg, run_dir, steps)
+    args = alternative_arguments(cfg, run_dir, steps)
     records, _ = read_records(data_file, "prompt" if s.algorithm in ONLINE else "pair", cfg.data.on_bad_record)
     if s.algorithm in ONLINE:
         kept = [{"prompt": r["prompt"]} for r in records if length(r["prompt"], True) <= s.max_prompt_tokens]
@@ -96,7 +98,7 @@ def train(cfg: Config) -> dict:
                 if max(length(r["prompt"] + r[side], False) for side in ("chosen", "rejected")) <= max_length]
         trainer = dpo_trainer(cfg, args, policy, reference, tokenizer, kept, callbacks, max_length)
     if len(kept) < len(records):
-        print(f"dropped {len(records) - len(kept)} of {len(records)} records of {data_file} longer than "
+        print0(f"dropped {len(records) - len(kept)} of {len(records)} records of {data_file} longer than "
               f"ppo.max_prompt_tokens (+ ppo.response_tokens for pairs)")
 
     last = last_checkpoint(run_dir, s.resume)
@@ -104,26 +106,24 @@ def train(cfg: Config) -> dict:
 
     # Final: judged evaluation of the policy next to its reference (the same numbers PPO writes), and the plain
     # Hugging Face directory.
-    rows = [row for row in metrics_log.rows() if "time/update_s" in row]
+    rows = update_rows(metrics_log.rows())
     last_row = rows[-1] if rows else {}
     results = {"algorithm": s.algorithm, "updates": steps, "episodes": steps * per_step,
                "final_kl": last_row.get("objective/kl"), "final_score": last_row.get("objective/score"),
                "resumed_from": last, "dropped_long_records": len(records) - len(kept)}
     trained = trainer.accelerator.unwrap_model(trainer.model)
     for label, lm in (("sft", reference), ("ppo", trained)):
-        results.update({f"eval_{label}_{k}": v
-                        for k, v in gold_evaluation(lm, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
+        results.update(final_gold_evaluation(label, lm, tokenizer, cfg.data, cfg.eval, cfg.seed))
     trainer.save_model(str(run_dir / "final"))
     finish_run(run_dir, metrics_log, steps, "ppo", results)
     return results
 
 
-def trainer_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
+def alternative_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
     """What RLOOConfig, GRPOConfig and DPOConfig share: PPO's optimizer, schedule, batch and checkpoint settings."""
     s = cfg.ppo
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # see align.trainers.stage_setup
-    return dict(
-        output_dir=str(run_dir),
+    return trainer_arguments(
+        cfg, run_dir,
         max_steps=steps,
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=1,
@@ -136,25 +136,12 @@ def trainer_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
         logging_steps=1,
         save_strategy="steps" if s.save_every else "no",
         save_steps=max(s.save_every, 1),
-        save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
-        seed=cfg.seed,
-        bf16=cfg.distributed.mixed_precision == "bf16",
-        fp16=cfg.distributed.mixed_precision == "fp16",
-        report_to=["tensorboard"] if cfg.logger.tensorboard else [],
-        gradient_checkpointing=False,
         disable_dropout=True,
-        accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
     )
 
 
 def online_trainer(cfg: Config, args: dict, policy, reference, tokenizer, prompts: list[dict], callbacks: list):
     """TRL's RLOOTrainer or GRPOTrainer on the prompts, rewarded by our reward model."""
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    from align.modeling.models import load_reward_model, load_tokenizer
-    from align.trainers.rm_reward import RewardModelReward
-
     s = cfg.ppo
     reward_model = load_reward_model(cfg.model, load_tokenizer(cfg.model, path=s.reward_model), s.reward_model,
                                      cfg.seed)
@@ -171,9 +158,6 @@ def online_trainer(cfg: Config, args: dict, policy, reference, tokenizer, prompt
 def dpo_trainer(cfg: Config, args: dict, policy, reference, tokenizer, pairs: list[dict], callbacks: list,
                 max_length: int):
     """TRL's DPOTrainer on the preference pairs, the SFT model as reference."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
     config = DPOConfig(**args, beta=cfg.ppo.dpo_beta, max_length=max_length)
     return DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=Dataset.from_list(pairs),
                       processing_class=tokenizer, callbacks=callbacks)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
+from align.core.console import is_main_process
 from align.runtime import checkpoints, faults
+from align.runtime.distributed import barrier
 from align.runtime.guards import require_finite
 from align.runtime.preemption import Preempted, stop_request
 from align.runtime.runs import MetricsLog
@@ -25,13 +28,6 @@ def reliability_callbacks(metrics_log: MetricsLog, keep: int) -> list[TrainerCal
     if faults.target() is not None:
         callbacks.append(faults.nan_output_callback())
     return callbacks
-
-
-def wait_for_everyone() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 class CompleteCheckpoints(TrainerCallback):
@@ -50,11 +46,11 @@ class CompleteCheckpoints(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         run_dir = Path(args.output_dir)
         checkpoint = run_dir / f"checkpoint-{state.global_step}"
-        wait_for_everyone()  # every process has written its part
-        if state.is_world_process_zero:
+        barrier()  # every process has written its part
+        if is_main_process():
             checkpoints.mark_complete(checkpoint, len(self.metrics_log))
             checkpoints.remove_old(run_dir, self.keep)
-        wait_for_everyone()
+        barrier()
         if self.stopping:
             raise Preempted(f"stopped on {self.stop.describe()} after step {state.global_step}: wrote {checkpoint}")
 
@@ -77,13 +73,11 @@ class NonFiniteGuard(TrainerCallback):
     def check_output(self, module, inputs, output):
         if module.training:
             name = "loss" if output.get("loss") is not None else "logits"
-            require_finite(name, output[name].detach(), f"step {self.step}", self.run_dir)
+            require_finite(name, output[name].detach(), self.run_dir, self.step)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        import torch
-
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        require_finite("gradient norm", torch.nn.utils.get_total_norm(grads), f"step {self.step}", self.run_dir)
+        require_finite("gradient norm", torch.nn.utils.get_total_norm(grads), self.run_dir, self.step)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.handle is not None:

@@ -13,7 +13,12 @@ the KL to the reference summed over each response, k1 (objective/kl).
 
 from __future__ import annotations
 
+import torch
+
+from align.core.tokens import chat_ids
 from align.evaluation.sampling import Completion
+from align.evaluation.scoring import response_logprob_sums, reward_scores
+from align.rlhf.losses import apply_missing_eos_penalty
 
 
 class RewardModelReward:
@@ -36,17 +41,11 @@ class RewardModelReward:
         for prompt, ids in zip(prompts, completion_ids, strict=True):
             ended = eos_id in ids
             ids = ids[: ids.index(eos_id) + 1] if ended else list(ids)
-            prompt_ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
-                                                            return_dict=True)["input_ids"]
+            prompt_ids = chat_ids(self.tokenizer, prompt, generation_prompt=True)
             rows.append(Completion(text="", ended=ended, n_tokens=len(ids), prompt_ids=prompt_ids, response_ids=ids))
         return rows
 
     def __call__(self, prompts, completion_ids, log_metric=None, **_) -> list[float]:
-        import torch
-
-        from align.evaluation.scoring import response_logprob_sums, reward_scores
-        from align.rlhf.losses import apply_missing_eos_penalty
-
         completions = self.completions(prompts, completion_ids)
         pad_id = self.tokenizer.pad_token_id
         raw = reward_scores(self.reward_model, completions, pad_id, self.batch_size)

@@ -27,7 +27,7 @@ from trl import SFTTrainer
 
 from align.core.config import Config
 from align.trainers.packed_rows import keep_packed_rows_apart
-from align.trainers.stage_setup import trainer_arguments
+from align.trainers.stage_setup import settings_arguments, trainer_arguments
 
 
 def predicts_a_label(labels: torch.Tensor) -> torch.Tensor:
@@ -63,8 +63,9 @@ class LabelledLogitsSFTTrainer(SFTTrainer):
 def sft_arguments(cfg: Config, run_dir: Path) -> dict:
     """SFTConfig's arguments for the stage: the shared trainer settings, then SFT's own. The loss is on the assistant's
     tokens only, through the template's {% generation %} markers."""
-    return dict(
-        **trainer_arguments(cfg.sft, cfg, run_dir),
+    return trainer_arguments(
+        cfg, run_dir,
+        **settings_arguments(cfg.sft),
         max_length=cfg.sft.max_length,
         packing=cfg.sft.packing,
         packing_strategy=cfg.sft.packing_strategy,

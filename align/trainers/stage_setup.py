@@ -1,21 +1,49 @@
-"""What the Trainer-based stages (SFT, RM) share: arguments from the config, callbacks, resume."""
+"""What the Trainer-based stages share (SFT, RM, and TRL's trainers in PPO's place): arguments from the config,
+callbacks, resume."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from safetensors.torch import load_model
+from transformers import TrainerCallback, TrainerState
+
 from align.core.config import Config, TrainerSettings
+from align.core.console import print0
 from align.runtime import checkpoints
 from align.runtime.runs import MetricsLog
+from align.trainers.callbacks import reliability_callbacks
 
 
-def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
-    """Keyword arguments shared by TRL's SFTConfig and RewardConfig."""
-    # transformers 5 takes the TensorBoard directory from the environment only; without it, a timestamped folder.
+def log_tensorboard_to(run_dir: Path) -> None:
+    """Point the Trainer's TensorBoard log into the run directory: transformers 5 takes that directory from the
+    environment only, and without it writes a timestamped folder of its own."""
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    return dict(
+
+
+def trainer_arguments(cfg: Config, run_dir: Path, **own) -> dict:
+    """The keyword arguments of any TRL trainer config of ours (SFTConfig, RewardConfig, RLOOConfig, GRPOConfig,
+    DPOConfig): what they all share, from the config, then the trainer's `own` settings."""
+    shared = dict(
         output_dir=str(run_dir),
+        seed=cfg.seed,
+        bf16=cfg.distributed.mixed_precision == "bf16",
+        fp16=cfg.distributed.mixed_precision == "fp16",
+        report_to=["tensorboard"] if cfg.logger.tensorboard else [],
+        save_strategy="steps",
+        save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
+        gradient_checkpointing=False,  # TRL's configs turn it on unless told otherwise
+        # several processes: keep the process group align.runtime.distributed joined (a Trainer's own has no CPU
+        # backend)
+        accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
+    )
+    return {**shared, **own}
+
+
+def settings_arguments(s: TrainerSettings) -> dict:
+    """The Trainer settings of the SFT and RM stages (sft:, rm:) as TRL config arguments."""
+    return dict(
         num_train_epochs=s.epochs,
         max_steps=s.max_steps,
         learning_rate=s.lr,
@@ -32,32 +60,19 @@ def trainer_arguments(s: TrainerSettings, cfg: Config, run_dir: Path) -> dict:
         logging_steps=s.logging_steps,
         eval_strategy="steps",
         eval_steps=s.eval_steps,
-        save_strategy="steps",
         save_steps=s.save_steps,
-        save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
-        seed=cfg.seed,
-        bf16=cfg.distributed.mixed_precision == "bf16",
-        fp16=cfg.distributed.mixed_precision == "fp16",
-        report_to=["tensorboard"] if cfg.logger.tensorboard else [],
         dataloader_num_workers=s.dataloader_workers,
-        gradient_checkpointing=s.gradient_checkpointing,  # TRL's configs turn it on unless told otherwise
-        # several processes: keep the process group align.runtime.distributed joined (a Trainer's own has no CPU
-        # backend)
-        accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
+        gradient_checkpointing=s.gradient_checkpointing,
     )
 
 
 def stage_callbacks(metrics_log: MetricsLog, prefix: str, s: TrainerSettings) -> list:
     """metrics.jsonl, complete checkpoints, stopping on SIGTERM/SIGUSR1, and the non-finite guard."""
-    from align.trainers.callbacks import reliability_callbacks
-
     return [jsonl_callback(metrics_log, prefix), *reliability_callbacks(metrics_log, s.save_total_limit)]
 
 
 def jsonl_callback(metrics_log: MetricsLog, prefix: str):
     """A TrainerCallback that copies every Trainer log line into metrics.jsonl under `prefix/`."""
-    from transformers import TrainerCallback
-
     class LogToJsonl(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             metrics_log.write(state.global_step, {f"{prefix}/{k}": v for k, v in (logs or {}).items()})
@@ -69,9 +84,6 @@ def train_from(trainer, checkpoint: str | None, max_steps: int) -> float | None:
     """trainer.train(resume_from_checkpoint=checkpoint); returns the mean training loss of the steps trained now
     (None if none). A checkpoint at max_steps is a finished training, so only its weights and state are loaded:
     resumed there, the Trainer trains one step past max_steps (it checks the limit after a step, not before)."""
-    from safetensors.torch import load_model
-    from transformers import TrainerState
-
     if checkpoint is not None and max_steps > 0:
         state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
         if state.global_step >= max_steps:
@@ -87,5 +99,5 @@ def last_checkpoint(run_dir: Path, resume: bool) -> str | None:
     last = checkpoints.resume_point(run_dir, resume)
     MetricsLog(run_dir / "metrics.jsonl").keep_first(checkpoints.metrics_rows(last) if last else 0)
     if last:
-        print(f"resuming from {last}")
+        print0(f"resuming from {last}")
     return str(last) if last else None

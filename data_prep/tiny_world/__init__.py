@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from align.core.tokens import train_tiny_tokenizer
+from data_prep.tiny_world.build import build, corpus
+
 VERSION = 2  # bump whenever the generated files change, so that directories built by an older version are not reused
 
 
 def prepare(source, data, out_dir: Path) -> dict[str, int]:
     """Entry point for data_prep.prepare: every split plus the tiny tokenizer trained on the corpus."""
-    from align.core.tokens import train_tiny_tokenizer
-
-    from .build import build, corpus
-
     counts = build(out_dir, data.world)
     train_tiny_tokenizer(corpus(out_dir), data.world.tokenizer_vocab_size, out_dir / "tokenizer")
     return counts

@@ -3,7 +3,7 @@
 Minimises the negative log-likelihood of the assistant turns (their end-of-turn EOS included, so the model learns
 to stop); user turns and padding are masked out of the loss. Built on TRL's SFTTrainer.
 
-    python -m align.sft +experiment=tiny                 # offline, CPU, about a minute
+    python -m align.sft +experiment=tiny                 # offline, CPU
     python -m align.sft +experiment=small                # gpt2 on Alpaca from the hub
     accelerate launch --config_file conf/accelerate/zero2.yaml -m align.sft +experiment=small   # several GPUs
 

@@ -1,11 +1,11 @@
 """PPO throughput on this machine: our stage (align.ppo.train) on the peer's configuration, seconds per update.
 
-The peer (shared/peer/README.md, run_trl_ppo.py) is TRL 1.12's PPOTrainer on a toy problem: a GPT-2 of 2 layers x 64
-wide, a ~2000-token byte-level BPE, randomly initialised reward and value models of the same shape, 256 template
-prompts of 9-18 tokens, 8 episodes per update, 1 minibatch, 4 PPO epochs, 64 updates (512 episodes), 32-token
-responses at temperature 0.7, k1 KL at 0.05, missing-EOS penalty 1.0, fp32, seed 42. At that size the models cost
-almost nothing, so the benchmark measures the per-update overhead of the training loop: generation, the scoring
-passes, the PPO epochs and everything Python does around them.
+The peer is TRL 1.12's PPOTrainer (its configuration and measured numbers: docs/benchmarks.md) on a toy problem: a GPT-2
+of 2 layers x 64 wide, a ~2000-token byte-level BPE, randomly initialised reward and value models of the same shape, 256
+template prompts of 9-18 tokens, 8 episodes per update, 1 minibatch, 4 PPO epochs, 64 updates (512 episodes), 32-token
+responses at temperature 0.7, k1 KL at 0.05, missing-EOS penalty 1.0, fp32, seed 42. At that size the models cost almost
+nothing, so the benchmark measures the per-update overhead of the training loop: generation, the scoring passes, the PPO
+epochs and everything Python does around them.
 
 This benchmark builds the same kind of problem offline in a temporary directory (tokenizer trained with
 align.core.tokens.train_tiny_tokenizer, random GPT-2 policy and reward model saved as the upstream stages would save
@@ -17,9 +17,9 @@ the loop) and not the tokenizer training of the setup.
 Timing comes from the stage itself: every update logs time/rollout_s, time/score_s and time/update_s into
 <run_dir>/metrics.jsonl. The child also timestamps each metrics.jsonl write (a wrapper around MetricsLog.write), so
 the wall time of a whole loop iteration, logging included, is known too. The first --warmup updates are not timed.
-The peer's numbers are quoted from its README, not measured here: the peer venv is never installed or run.
+The peer's numbers are quoted from docs/benchmarks.md, not measured here: the peer is never installed or run.
 
-    python -m benchmarks.ppo_throughput                 # the peer configuration, about a minute
+    python -m benchmarks.ppo_throughput                 # the peer configuration
     python -m benchmarks.ppo_throughput --profile       # also cProfile the stage (slower; timings not comparable)
 """
 
@@ -41,14 +41,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The peer's numbers, from shared/peer/README.md (TRL 1.12 PPOTrainer, same configuration, quiet 2-core machine).
-PEER_SOURCE = "peer, measured by the project on 2026-11-23 (shared/peer/README.md)"
+# The peer's numbers as docs/benchmarks.md records them (TRL 1.12 PPOTrainer, same configuration, quiet 2-core machine).
+PEER_SOURCE = "peer, measured by the project on 2026-11-23 (docs/benchmarks.md)"
 PEER = {"s_per_update": 0.63, "episodes_per_s": 12.5, "rss_mib": 515}
 PEER_NO_GC = {"s_per_update": 0.15, "episodes_per_s": 53}  # the same without TRL's two gc.collect() per update
 TARGET_EPISODES_PER_S = 100.0
 TARGET_RSS_MIB = 515.0
 
-# The peer configuration (run_trl_ppo.py defaults).
+# The peer configuration (the defaults of the peer's script; docs/benchmarks.md).
 SEED = 42
 VOCAB_SIZE = 2000
 NUM_PROMPTS = 256
@@ -75,13 +75,13 @@ STAGE_OVERRIDES = [
     "distributed=single",  # fp32, one process
     f"seed={SEED}",
 ]
-# Options that not every version of the stage has (checkpoint/resume is being added): set only where they exist.
+# Options that older commits of the stage lack (A/B runs against them): set only where they exist.
 # No checkpoint may land inside the timed updates, and a fresh run directory must not look for one to resume.
 OPTIONAL_OVERRIDES = {"save_every": "ppo.save_every=0", "resume": "ppo.resume=false"}
 
 # ---------------------------------------------------------------- the toy problem (the peer's, rebuilt offline)
 
-# The peer's prompt templates (run_trl_ppo.py), copied because that script imports trl.experimental.ppo.
+# The peer's prompt templates, copied: the peer's script is not part of this repository (docs/benchmarks.md).
 TOPICS = ["the ocean", "a robot", "the moon", "coffee", "a small town", "winter", "a library", "the forest",
           "an old map", "a train", "music", "a garden", "the desert", "a lighthouse", "rain", "a market"]
 VERBS = ["Describe", "Write a line about", "Tell me about", "Summarize", "Explain", "Imagine", "Praise",

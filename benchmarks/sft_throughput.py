@@ -41,9 +41,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-# Alpaca, the data +experiment=small trains on: mixed lengths at 512 tokens (median about 100, none cut). LIMA's
-# answers are long: half of them fill 512 tokens, so there is little padding for packing to recover.
+SHARED_DATA = Path(os.environ.get("ALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))  # docs/data.md
+# Alpaca, the data +experiment=small trains on: mixed lengths at 512 tokens. LIMA's answers are long, so there is
+# little padding for packing to recover (lengths in docs/benchmarks.md).
 DEFAULT_DATA = [SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"]
 
 
@@ -52,12 +52,12 @@ class ModelSpec:
     """Per-model run settings: the experiment whose config the stage would run it with, rows per step (the same for
     unpacked and packed), untimed warm-up and timed steps, and whether to time gradient checkpointing too.
 
-    Sized so the whole run (seven configurations for gpt2-124m, six for tiny) stays within about seven minutes on a
-    2-core CPU: a gpt2-124m step over 8 packed rows of 512 tokens takes about 14 s there, so it gets few, noisy,
-    timed steps. Eight rows, not +experiment=small's sixteen, for time; they pad about as much (fill 43% on Alpaca
-    against 36%). Warm-up covers the first two steps, which on this CPU run 2-5x slower than the rest
-    (first-touch page faults of memory the process has not used yet, optimizer state creation); nothing is
-    compiled. The checkpointing row is only worth its minutes on the model it would be turned on for.
+    Sized so the whole run (seven configurations for gpt2-124m, six for tiny) takes minutes, not hours, on a 2-core CPU:
+    a gpt2-124m step is slow there, so it gets few, noisy, timed steps. Eight rows, not +experiment=small's sixteen, for
+    time; they pad about as much. Warm-up covers the first two steps, which run slower than the rest (first-touch page
+    faults of memory the process has not used yet, optimizer state creation); nothing is compiled. The measured step
+    times, fills and warm-up cost are in docs/benchmarks.md. The checkpointing row is only worth its minutes on the
+    model it would be turned on for.
     """
 
     experiment: str
@@ -506,8 +506,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data",
         default=",".join(str(p) for p in DEFAULT_DATA),
-        help="comma-separated JSON lists of {instruction, input, output} (default: the Alpaca slice in "
-        "<repo>/../shared/data; its LIMA slice is lima/lima.json)",
+        help="comma-separated JSON lists of {instruction, input, output} (default: the Alpaca slice under "
+        "$ALIGN_SHARED_DATA, docs/data.md; its LIMA slice is lima/lima.json)",
     )
     parser.add_argument("--vocab-size", type=int, default=8000, help="size of the BPE trained on the data")
     parser.add_argument("--matmul-size", type=int, default=2048)
@@ -555,7 +555,8 @@ def main() -> None:
             models[name] = (n_params, spec, results)
 
     # The ceiling is the best rate seen: the first measurement can be caught cold or contended, and every probe can only
-    # be slowed by other work, never sped up. Taking the first alone once made 46% of the ceiling print as 84%.
+    # be slowed by other work, never sped up. Taking the first alone once overstated the share nearly twofold
+    # (docs/benchmarks.md).
     matmul = max([matmul] + [m.matmul_probe for _, _, results in models.values() for m in results.values()])
     lines = table(matmul, args.matmul_size, args.seq_len, models)
     lines += [

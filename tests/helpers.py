@@ -22,7 +22,7 @@ from omegaconf import OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("ALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))  # docs/data.md
 
 
 def offline_env(extra: dict | None = None) -> dict:

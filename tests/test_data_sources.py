@@ -1,6 +1,6 @@
-"""Every real-data source module on the real slices in shared/data (conf/data/slices.yaml), counts hand-checked.
+"""Every real-data source module on the real slices ($ALIGN_SHARED_DATA, docs/data.md), counts hand-checked.
 
-How the expected numbers were checked, independently of data_prep (python, one line per file, in shared/data):
+How the expected numbers were checked, independently of data_prep (python, one line per file, in the slices' directory):
 - alpaca_first100: 100 records, 100 distinct (instruction, input), no empty output;
 - dolly_subset_151: 151 records, 151 distinct prompts, every answer non-empty once "###eos_token###" is removed;
 - lima: 1,029 records, none empty or repeated; 29 have a history (conversations of 4, 6, 8 and 20 turns);

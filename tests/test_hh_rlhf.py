@@ -1,4 +1,4 @@
-"""HH-RLHF transcripts into preference pairs, on the real slice in shared/data."""
+"""HH-RLHF transcripts into preference pairs, on the real data slice ($ALIGN_SHARED_DATA, docs/data.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PPO's step-0 invariants and the rollout's consistency (ppo_canon A3, D1, D2, F2, F9, F10).
+"""PPO's step-0 invariants and the rollout's consistency (docs/ppo_checklist.md A3, D1-D3, F2, F9, F10, G4).
 
 With policy = reference = SFT and value = RM, on left-padded prompts at temperature 0.7: the per-token KL is exactly
 0, the first minibatch has ratio 1, clip fraction 0 and approx KL 0, and the value at each EOS equals the RM score.
@@ -223,7 +223,7 @@ def test_step_zero_invariants(world):
 
 
 def test_reference_and_reward_model_are_not_optimised(world):
-    """Only the policy and the value model are in the PPO optimizer (ppo_canon G4)."""
+    """Only the policy and the value model are in the PPO optimizer (docs/ppo_checklist.md G4)."""
     model = world["model"]
     optimised = {id(p) for p in model.parameters()}
     assert not optimised & {id(p) for p in world["reference"].parameters()}

@@ -1,4 +1,4 @@
-"""PPO math on hand-computed tensors (ppo_canon items D3, E1-E4, F1, F3-F5, G1)."""
+"""PPO math on hand-computed tensors (docs/ppo_checklist.md items A4, D3, E1-E4, F1, F3-F5, G1)."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_small_runs_on_local_copies_of_model_and_data(tmp_path):
     from align.core.tokens import train_tiny_tokenizer
 
     alpaca = SHARED_DATA / "alpaca_first100" / "alpaca_tiny.json"
-    assert alpaca.exists(), f"the shared data slices must sit beside the repo: {alpaca}"
+    assert alpaca.exists(), f"set ALIGN_SHARED_DATA to the data slices (docs/data.md): {alpaca}"
     model_dir = tmp_path / "gpt2-local"
     train_tiny_tokenizer([r["output"] for r in json.loads(alpaca.read_text())], 600, model_dir)
     GPT2LMHeadModel(GPT2Config(vocab_size=600, n_layer=2, n_embd=32, n_head=2, n_positions=256)).save_pretrained(

@@ -21,10 +21,10 @@ from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-# Shortened tiny stages: the chain takes about a minute and a half on 2 cores.
+# Shortened tiny stages: the chain takes minutes (docs/benchmarks.md).
 SHORT = ["+experiment=tiny", "sft.max_steps=20", "sft.eval_steps=1000", "sft.save_steps=1000", "rm.max_steps=20",
          "rm.eval_steps=1000", "rm.save_steps=1000", "eval.num_prompts=20"]
-# align.eval arrives with the lead's branch; until then the chain ends at PPO (slurm/submit.sh's default includes eval)
+# slurm/submit.sh's default chain; in a checkout without align/eval.py it ends at PPO
 CHAIN = ("sft", "rm", "ppo", "eval") if (REPO / "align" / "eval.py").is_file() else ("sft", "rm", "ppo")
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}

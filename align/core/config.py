@@ -123,7 +123,7 @@ class TrainerSettings:
     save_total_limit: int
     resume: bool  # continue from the last checkpoint in the run directory if there is one
     dataloader_workers: int
-    gradient_checkpointing: bool  # recompute activations in backward: less memory, about 30% more time
+    gradient_checkpointing: bool  # recompute activations in backward: less memory, more time (docs/benchmarks.md)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Loading by hub name or local path, with a fast, clear failure when the hub cannot be reached.
 
-transformers and datasets retry an unreachable hub for tens of seconds and then raise a long traceback. Here a name
-that is not a local path is first tried from the local cache; if that misses, one short connection probe decides
-whether to go to the hub at all, so an offline machine gets one actionable message within seconds.
+transformers and datasets retry an unreachable hub for tens of seconds (docs/benchmarks.md) and then raise a long
+traceback. Here a name that is not a local path is first tried from the local cache; if that misses, one short
+connection probe decides whether to go to the hub at all, so an offline machine gets one actionable message within
+seconds.
 """
 
 from __future__ import annotations

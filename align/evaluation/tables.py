@@ -61,6 +61,7 @@ def write_report(path: Path, results: dict, prompts: list[list[dict]], responses
 
 def write_plot(path: Path, results: dict) -> None:
     """Gold score and RM score against KL to the reference, one labelled point per model."""
+    # matplotlib only when a plot is drawn: choosing its (file-only) backend is a process-wide setting
     import matplotlib
 
     matplotlib.use("Agg")

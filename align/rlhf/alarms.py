@@ -1,4 +1,4 @@
-"""Warnings for the failure signs of RLHF-PPO, from the per-update metrics (ppo_canon I1, I5; TRL #235).
+"""Warnings for the failure signs of RLHF-PPO, from the per-update metrics (docs/ppo_checklist.md I1; TRL #235).
 
 Sustained negative KL means the sampling and the logprob paths disagree (a logits processor, padding, temperature)
 or the policy games the KL term; an exploding ratio means updates far outside the trust region; a collapsing entropy

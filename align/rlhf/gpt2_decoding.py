@@ -1,11 +1,11 @@
 """One decoding step of a GPT-2 language model, run through its own modules with a preallocated key/value cache.
 
-The sampler decodes one token at a time. For the small policies PPO is measured on, transformers' forward for one
-token (its mask preparation, cache object and output classes) cost more than the step's arithmetic: on the
-benchmark's 2-layer GPT-2, 32 tokens took 17.9 ms through it and 12.3 ms through this, with the same tokens. The
-modules are GPT-2's own (layer norms, attention projections, MLP, LM head), so LoRA adapters inside them take part
-and the weights are the model's; what this adds is the attention over the cached keys, which `supports` limits to
-GPT-2's default attention settings. Anything else is decoded through transformers (align.rlhf.rollout).
+The sampler decodes one token at a time. For the small policies PPO is measured on, transformers' forward for one token
+(its mask preparation, cache object and output classes) cost more than the step's arithmetic; the same tokens decode
+faster through this (docs/benchmarks.md). The modules are GPT-2's own (layer norms, attention projections, MLP, LM
+head), so LoRA adapters inside them take part and the weights are the model's; what this adds is the attention over the
+cached keys, which `supports` limits to GPT-2's default attention settings. Anything else is decoded through
+transformers (align.rlhf.rollout).
 """
 
 from __future__ import annotations

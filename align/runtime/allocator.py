@@ -1,13 +1,12 @@
 """CPU memory allocation: keep freed tensor memory in the process for the next tensor of the same size.
 
-glibc's malloc serves a block above its mmap threshold (128 KiB at first, raised as such blocks are freed, up to
-32 MiB) with a fresh mmap, and returns it to the kernel on free; the next tensor of that size then touches new pages,
-each a page fault and a page of zeroes. A training step allocates and frees the same activation sizes over and over:
-for PPO on a small GPT-2, the log-probabilities of 8 x 32 response tokens over a 2000-token vocabulary took 1.8 ms on
-fresh pages and 0.28 ms on reused ones, and which one a run got depended on where the dynamic threshold happened to
-stand. Fixing the threshold at its maximum and not trimming the heap keeps the pages mapped for reuse. The price:
-memory a stage has freed stays with its process (up to 1 GiB at the top of the heap) until the process ends.
-Blocks above 32 MiB are still mapped and unmapped each time.
+glibc's malloc serves a block above its mmap threshold (128 KiB at first, raised as such blocks are freed, up to 32 MiB)
+with a fresh mmap, and returns it to the kernel on free; the next tensor of that size then touches new pages, each a
+page fault and a page of zeroes. A training step allocates and frees the same activation sizes over and over, and the
+same computation runs several times slower on fresh pages than on reused ones (docs/benchmarks.md); which one a run got
+depended on where the dynamic threshold happened to stand. Fixing the threshold at its maximum and not trimming the heap
+keeps the pages mapped for reuse. The price: memory a stage has freed stays with its process (up to 1 GiB at the top of
+the heap) until the process ends. Blocks above 32 MiB are still mapped and unmapped each time.
 """
 
 from __future__ import annotations

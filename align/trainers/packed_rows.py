@@ -5,7 +5,7 @@ as one flattened padding-free row: the layout of FlashAttention's variable-lengt
 boundaries from position_ids and never builds a mask. Without that kernel (any CPU, or a GPU running sdpa),
 transformers turns the same position_ids into a dense block-diagonal mask over the whole flattened row, so attention
 costs (rows x max_length)^2 instead of rows x max_length^2: packing 8 rows of 512 tokens lost to padding them
-(python -m benchmarks.sft_throughput --batch-size 8: 0.90x the unpacked throughput).
+(docs/benchmarks.md).
 
 Here each bin stays its own row, padded to the longest bin of the batch. Each document's positions restart at 0, and
 there is no attention mask, so transformers derives a block-diagonal causal mask per row from the position_ids and no

@@ -4,9 +4,8 @@ sft.trl_fused_lm_head.
 TRL 1.16 computes the SFT loss through an LM head it patches into the model (trl/kernels/chunked_logprob.py): it
 projects the hidden states onto the vocabulary a tile at a time, projects them again in the backward pass, and adds
 per-token entropy and top-1 for the metrics it logs, so that the (batch, length, vocabulary) logits never exist at
-once. That spares accelerator memory on large vocabularies, and costs time on a CPU: for a GPT-2 of 92M parameters
-(gpt2's layers with an 8,000-token vocabulary, in an earlier version of benchmarks/sft_throughput.py), a step over 8
-rows of 512 LIMA and Alpaca tokens took 21.5 s through it and 16.4 s with the full logits and the model's own loss.
+once. That spares accelerator memory on large vocabularies, and costs time on a CPU against the full logits and the
+model's own loss (docs/benchmarks.md).
 
 Here the model projects onto the vocabulary only the positions whose next token is a label (the assistant's turns;
 not the prompts, not the padding), through transformers' boolean `logits_to_keep`, and the loss is the cross-entropy

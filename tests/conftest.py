@@ -10,18 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, compose_config, offline_env, run_module, tiny_config, without_hydra
+from helpers import REPO, offline_env, run_module, tiny_config
 
 
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory) -> Path:
     """A data root with the tiny world (default options) built into it once."""
-    from align.core.config import load
+    from align.core.config import compose, load
     from data_prep.prepare import ensure_prepared
 
     root = tmp_path_factory.mktemp("data")
-    cfg = compose_config("+experiment=tiny", f"paths.data={root}", "paths.root=unused")
-    cfg = load(without_hydra(cfg))
+    cfg = load(compose(["+experiment=tiny", f"paths.data={root}", "paths.root=unused"], stage="sft"))
     ensure_prepared(cfg.data, [cfg.data.sft_train])
     return root
 

@@ -31,7 +31,8 @@ def offline_env(extra: dict | None = None) -> dict:
 
 
 def compose_config(*overrides: str, stage: str = "sft"):
-    """The config a stage composes, as `python -m align.<stage> <overrides>` would (hydra node included)."""
+    """The config a stage composes, as `python -m align.<stage> <overrides>` would, with Hydra's own node (run and
+    sweep directories) for the tests that check it; align.core.config.compose gives the config without it."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name=stage):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
@@ -46,9 +47,9 @@ def without_hydra(cfg):
 
 def tiny_config(*overrides: str, stage: str = "sft"):
     """A validated Config for the tiny experiment."""
-    from align.core.config import load
+    from align.core.config import compose, load
 
-    return load(without_hydra(compose_config("+experiment=tiny", *overrides, stage=stage)))
+    return load(compose(["+experiment=tiny", *overrides], stage=stage))
 
 
 def run_module(module: str, *overrides: str, env: dict | None = None, timeout: int = 600):

@@ -6,7 +6,7 @@ import pytest
 from helpers import CONF, compose_config, without_hydra
 from omegaconf import OmegaConf
 
-from align.core.config import load
+from align.core.config import compose, load
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -41,7 +41,7 @@ def flat(node, prefix: str = "") -> dict:
 
 
 def composed(experiment: str, *overrides: str):
-    cfg = without_hydra(compose_config(f"+experiment={experiment}", "paths.root=/runs", *overrides))
+    cfg = compose([f"+experiment={experiment}", "paths.root=/runs", *overrides], stage="sft")
     return cfg, load(cfg)
 
 

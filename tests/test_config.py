@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
-from align.core.config import load
+from align.core.config import compose, load
 from align.core.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -37,13 +37,13 @@ def test_experiment_is_not_in_the_defaults_list():
 
 
 def test_typo_in_key_fails_naming_the_key():
-    cfg = without_hydra(compose_config("+experiment=tiny", "+sft.lrr=3"))
+    cfg = compose(["+experiment=tiny", "+sft.lrr=3"], stage="sft")
     with pytest.raises(UserError, match=r"sft\.lrr"):
         load(cfg)
 
 
 def test_wrong_type_fails_naming_the_key():
-    cfg = without_hydra(compose_config("+experiment=tiny", "sft.max_steps=abc"))
+    cfg = compose(["+experiment=tiny", "sft.max_steps=abc"], stage="sft")
     with pytest.raises(UserError, match=r"sft\.max_steps"):
         load(cfg)
 
@@ -73,7 +73,7 @@ def numeric_leaves(node, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if isinstance(node, (int, float, bool)) else []
 
 
-TINY = without_hydra(compose_config("+experiment=tiny", "paths.root=/runs"))
+TINY = compose(["+experiment=tiny", "paths.root=/runs"], stage="sft")
 TINY_NUMERIC = numeric_leaves(OmegaConf.to_container(TINY, resolve=False))
 JUNK = st.text(alphabet="qxz", min_size=1, max_size=6)  # never parses as a number or a boolean
 

@@ -27,6 +27,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -54,12 +55,11 @@ def train(cfg: Config) -> dict:
     from accelerate import Accelerator
 
     from align.evaluation.judging import final_gold_evaluation, gold_evaluation
-    from align.modeling.forward import entropy, left_pad, lm_logits, response_logprobs
+    from align.modeling.forward import left_pad
     from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
-    from align.modeling.reward_model import reward_at_eos
-    from align.rlhf import alarms, ppo_checkpoint
+    from align.rlhf import alarms, ppo_checkpoint, ppo_step
     from align.rlhf import losses as L
-    from align.rlhf.policy_value import PolicyAndValue, add_lora, response_values, unwrapped_for_generation
+    from align.rlhf.policy_value import PolicyAndValue, add_lora, unwrapped_for_generation
     from align.rlhf.rollout import sample_responses
     from align.runtime import checkpoints
     from align.runtime.guards import require_finite
@@ -156,8 +156,8 @@ def train(cfg: Config) -> dict:
         mine = taken[accelerator.process_index :: world]
         return [prompts[i] for i in mine]
 
-    ptx_stream = ptx_batches(ptx_texts, tokenizer, ppo.ptx_batch_size, ppo.max_prompt_tokens + ppo.response_tokens,
-                             sampling)
+    ptx_stream = ppo_step.ptx_batches(ptx_texts, tokenizer, ppo.ptx_batch_size,
+                                      ppo.max_prompt_tokens + ppo.response_tokens, sampling)
     kl_coef, first_update, resumed_from = ppo.kl_coef, 1, checkpoints.resume_point(run_dir, ppo.resume)
     metrics_log.keep_first(checkpoints.metrics_rows(resumed_from) if resumed_from else 0)
     if resumed_from is not None:
@@ -173,84 +173,38 @@ def train(cfg: Config) -> dict:
         start = time.perf_counter()
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
         queries = left_pad(next_prompts(), pad_id)[0].to(accelerator.device)
-        context_length = queries.shape[1]
         with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
             sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, ppo.response_tokens, ppo.temperature)
-        responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
-        query_responses = torch.cat([queries, responses], dim=1)
         rollout_s = time.perf_counter() - start
 
         # 2. score: old logprobs and values, reference logprobs, RM score at the EOS; the EOS trick
         score_start = time.perf_counter()
-        with torch.no_grad():
-            logits, all_values = model(query_responses, pad_id, context_length)
-            logprobs = response_logprobs(logits, responses, ppo.temperature)
-            rollout_entropy = entropy(logits, ppo.temperature)  # of the policy that sampled
-            values = response_values(all_values, context_length)
-            with as_reference() as ref:
-                ref_logits = lm_logits(ref, query_responses, pad_id, context_length)
-            ref_logprobs = response_logprobs(ref_logits, responses, ppo.temperature)
-            raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
-        require_finite("reward", raw_scores, run_dir, update, "PPO update")
-        has_eos = (responses == eos_id).any(dim=1)
-        scores = L.apply_missing_eos_penalty(raw_scores, has_eos, ppo.missing_eos_mode, ppo.missing_eos_penalty)
+        with as_reference() as ref:
+            batch = ppo_step.score(model, ref, reward_model, queries, sampled, pad_id, eos_id, ppo)
+        require_finite("reward", batch.raw_scores, run_dir, update, "PPO update")
 
         # 3. shape rewards: -beta * KL per token, the score added on the EOS
-        kl = L.kl_per_token(logprobs, ref_logprobs, ppo.kl_estimator) * mask
-        rewards = L.shape_rewards(scores, kl, mask, kl_coef)
-        if ppo.whiten_rewards:
-            rewards = L.masked_whiten(rewards, mask, shift_mean=False)
-
         # 4. advantages: GAE over response tokens, then whitened over the batch
-        advantages, returns = L.gae(rewards, values, mask, ppo.gamma, ppo.lam)
-        if ppo.whiten_advantages:
-            advantages = L.masked_whiten(advantages, mask)
+        batch = ppo_step.shape(batch, kl_coef, ppo)
 
-        # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx)
+        # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx); the lr schedule
         update_start = time.perf_counter()
         score_s = update_start - score_start
-        stats = []
-        minibatch_size = ppo.batch_size // ppo.num_minibatches
-        for _ in range(ppo.ppo_epochs):
-            for idx in torch.randperm(ppo.batch_size, generator=sampling).split(minibatch_size):
-                new_logits, new_all_values = model(query_responses[idx], pad_id, context_length)
-                new_logprobs = response_logprobs(new_logits, responses[idx], ppo.temperature)
-                new_values = response_values(new_all_values, context_length)
-                pg_loss, pg_stats = L.policy_loss(new_logprobs, logprobs[idx], advantages[idx], mask[idx],
-                                                  ppo.cliprange)
-                vf_loss, vf_stats = L.value_loss(new_values, values[idx], returns[idx], mask[idx], ppo.cliprange_value)
-                loss = pg_loss + ppo.vf_coef * vf_loss
-                require_finite("loss", loss, run_dir, update, "PPO update")
-                ptx_loss = torch.zeros(())
-                if ppo.ptx_coef > 0:
-                    # InstructGPT C.4: the LM loss on pretraining text joins PPO's in the same gradient step.
-                    ptx_ids = next(ptx_stream).to(accelerator.device)
-                    ptx_logits, _ = model(ptx_ids, pad_id, with_values=False)
-                    ptx_loss = torch.nn.functional.cross_entropy(
-                        ptx_logits[:, :-1].flatten(0, 1).float(), ptx_ids[:, 1:].flatten(),
-                        ignore_index=pad_id)
-                    loss = loss + ppo.ptx_coef * ptx_loss
-                accelerator.backward(loss)  # one backward per step: under DeepSpeed it also steps the optimizer
-                grad_norm = accelerator.clip_grad_norm_(trainable, ppo.max_grad_norm)
-                require_finite("gradient norm", grad_norm, run_dir, update, "PPO update")
-                optimizer.step()
-                optimizer.zero_grad()
-                stats.append({**pg_stats, **vf_stats, "pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(),
-                              "ptx_loss": ptx_loss.detach()})
-        scheduler.step()
+        stats = ppo_step.optimise(model, optimizer, scheduler, accelerator, batch, ppo, pad_id, sampling, ptx_stream,
+                                  partial(require_finite, run_dir=run_dir, step=update, unit="PPO update"))
 
         # 6. log (reduced over ranks)
         metrics = {
-            "objective/score": raw_scores.mean(),
-            "objective/score_with_eos_penalty": scores.mean(),
-            "objective/kl": kl.sum(dim=1).mean(),
-            "objective/non_score_reward": (rewards.sum(dim=1) - scores).mean(),
-            "objective/rlhf_reward": rewards.sum(dim=1).mean(),
-            "rollout/response_tokens": mask.sum(dim=1).float().mean(),
-            "rollout/eos_rate": has_eos.float().mean(),
+            "objective/score": batch.raw_scores.mean(),
+            "objective/score_with_eos_penalty": batch.scores.mean(),
+            "objective/kl": batch.kl.sum(dim=1).mean(),
+            "objective/non_score_reward": (batch.rewards.sum(dim=1) - batch.scores).mean(),
+            "objective/rlhf_reward": batch.rewards.sum(dim=1).mean(),
+            "rollout/response_tokens": batch.mask.sum(dim=1).float().mean(),
+            "rollout/eos_rate": batch.has_eos.float().mean(),
             **{f"policy/{k}": torch.stack([st[k] for st in stats]).mean()
                for k in ("clipfrac", "approx_kl", "ratio", "pg_loss")},
-            "policy/entropy": L.masked_mean(rollout_entropy, mask),
+            "policy/entropy": L.masked_mean(batch.entropy, batch.mask),
             "value/loss": torch.stack([st["vf_loss"] for st in stats]).mean(),
             "value/clipfrac": torch.stack([st["vf_clipfrac"] for st in stats]).mean(),
             "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),
@@ -312,18 +266,6 @@ def train(cfg: Config) -> dict:
             tokenizer.save_pretrained(run_dir / "final")
     finish_run(run_dir, metrics_log, num_updates, "ppo", results)
     return results
-
-
-def ptx_batches(texts: list[str], tokenizer, batch_size: int, max_length: int, generator):
-    """Endless (B, L) batches of pretraining text for PPO-ptx, each text ending on EOS, right-padded. A batch is drawn
-    with `generator` (the run's sampling generator) only when it is taken, so the draws interleave with the
-    minibatch order exactly as they are used."""
-    import torch
-
-    while True:
-        picks = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
-        yield tokenizer([texts[i] + tokenizer.eos_token for i in picks], return_tensors="pt", padding=True,
-                        truncation=True, max_length=max_length)["input_ids"]
 
 
 def train_for(algorithm: str) -> Callable[[Config], dict]:

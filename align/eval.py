@@ -46,7 +46,7 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
 def evaluate(cfg: Config) -> dict:
     from tqdm import tqdm
 
-    from align.evaluation.judging import load_judge
+    from align.evaluation.judging import check_rates, load_judge
     from align.evaluation.sampling import sample
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
@@ -109,7 +109,7 @@ def evaluate(cfg: Config) -> dict:
     # 4. the gold judge's score, where the task has one
     gold, judge = {}, load_judge(cfg.data)
     if judge is not None:
-        gold = {label: [judge.gold_score(prompt[-1]["content"], c.text, c.ended)
+        gold = {label: [judge.score(prompt[-1]["content"], c.text, c.ended)
                         for prompt, c in zip(prompts, completions[label])] for label in models}
 
     # 5. summary: one row per model; win rates against the reference
@@ -120,6 +120,10 @@ def evaluate(cfg: Config) -> dict:
                "eos_rate": mean(c.ended for c in completions[label])}
         if gold:
             row["gold_score"] = mean(gold[label])
+            if judge.details is not None:  # which of the task's checks the model passes: a weak link shows by name
+                row["gold_checks"] = check_rates(judge, [p[-1]["content"] for p in prompts],
+                                                 [c.text for c in completions[label]],
+                                                 [c.ended for c in completions[label]])
             row["gold_win_rate"] = win_rate(gold[label], gold[e.reference])
         if rm_scores:
             row["rm_score"] = mean(rm_scores[label])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import torch
 
+from align.evaluation.judging import Judge
 from align.modeling.reward_model import score
 
 MARGIN_BUCKETS = (0.0, 0.5, 1.0, 2.0, float("inf"))
 
 
-def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: ModuleType | None, batch_size: int) -> dict:
-    """Metrics over held-out preference pairs; with a gold judge (align.evaluation.judging.load_judge), agreement
-    with it as well."""
+def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_size: int) -> dict:
+    """Metrics over held-out preference pairs, and how often the RM prefers the chosen answer to an empty one; with a
+    gold judge, agreement with it, overall and (where the judge reports its checks) on the pairs whose two responses
+    differ in exactly one check, by check."""
     chosen = score(rm, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size)
     rejected = score(rm, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size)
     margin = chosen - rejected
@@ -41,12 +41,32 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: ModuleType | None, b
     lengths, scores = torch.cat([len_c, len_r]).float(), torch.cat([chosen, rejected])
     out["score_length_correlation"] = torch.corrcoef(torch.stack([scores, lengths]))[0, 1].item()
 
+    # Does the RM prefer a real answer to an empty one (PPO drifts into text the RM never saw otherwise)?
+    empty = score(rm, tokenizer, [p["prompt"] + [{"role": "assistant", "content": ""}] for p in pairs], batch_size)
+    out["good_vs_empty"] = (chosen > empty).float().mean().item()
+
     if judge is not None:
-        gold_c = torch.tensor([judge.gold_score(p["prompt"][-1]["content"], p["chosen"][0]["content"]) for p in pairs])
-        gold_r = torch.tensor([judge.gold_score(p["prompt"][-1]["content"], p["rejected"][0]["content"])
-                               for p in pairs])
+        prompts = [p["prompt"][-1]["content"] for p in pairs]
+        gold_c = torch.tensor([judge.score(q, p["chosen"][0]["content"]) for q, p in zip(prompts, pairs)])
+        gold_r = torch.tensor([judge.score(q, p["rejected"][0]["content"]) for q, p in zip(prompts, pairs)])
         decided = gold_c != gold_r
         rm_agrees = (margin > 0) == (gold_c > gold_r)
         out["gold_agreement"] = rm_agrees[decided].float().mean().item()
         out["gold_decided_pairs"] = int(decided.sum())
+        if judge.details is not None:
+            out["gold_agreement_by_check"] = agreement_by_check(judge, prompts, pairs, rm_agrees & decided, decided)
     return out
+
+
+def agreement_by_check(judge: Judge, prompts: list[str], pairs: list[dict], agrees: torch.Tensor,
+                       decided: torch.Tensor) -> dict[str, dict]:
+    """For each check, over the decided pairs whose responses differ in that check alone: the RM's agreement with
+    the judge, and how many such pairs there are (a check the RM never learned shows as agreement near 0.5)."""
+    by_check: dict[str, list[bool]] = {}
+    for i, (prompt, pair) in enumerate(zip(prompts, pairs)):
+        chosen = judge.details(prompt, pair["chosen"][0]["content"])
+        rejected = judge.details(prompt, pair["rejected"][0]["content"])
+        differ = [check for check in chosen if chosen[check] != rejected.get(check)]
+        if len(differ) == 1 and decided[i]:
+            by_check.setdefault(differ[0], []).append(bool(agrees[i]))
+    return {check: {"agreement": sum(oks) / len(oks), "pairs": len(oks)} for check, oks in sorted(by_check.items())}

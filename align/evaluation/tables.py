@@ -52,11 +52,24 @@ def write_report(path: Path, results: dict, prompts: list[list[dict]], responses
         f"{results['temperature']} with at most {results['max_new_tokens']} new tokens (seed {results['seed']}). "
         f"KL and win rates are against `{results['reference']}`; a tie counts half.\n",
         markdown_table(header, rows),
+        *check_table(results),
         "## Sample responses\n",
         markdown_table(["prompt", *responses],
                        [[p[-1]["content"], *(r[i] for r in responses.values())] for i, p in enumerate(prompts)]),
     ]
     path.write_text("\n".join(text), encoding="utf-8")
+
+
+def check_table(results: dict) -> list[str]:
+    """The report's section on the judge's checks: for each model, the fraction of prompts asking for a check whose
+    response passes it; nothing when the judge does not report its checks."""
+    models = {label: row["gold_checks"] for label, row in results["models"].items() if "gold_checks" in row}
+    if not models:
+        return []
+    checks = sorted({check for rates in models.values() for check in rates})
+    rows = [[label, *(f"{rates[c]:.3f}" if c in rates else "-" for c in checks)] for label, rates in models.items()]
+    return ["## The judge's checks\n", "The fraction of the prompts asking for each check whose response passes it.\n",
+            markdown_table(["model", *checks], rows)]
 
 
 def write_plot(path: Path, results: dict) -> None:

@@ -26,3 +26,8 @@ def gold_score(prompt: str, response: str, ended: bool = True) -> float:
     if not ended or not results:
         return 0.0
     return sum(results.values()) / len(results)
+
+
+def gold_details(prompt: str, response: str) -> dict[str, bool]:
+    """Which of the prompt's constraints the response meets, by kind (words, start, end, mood)."""
+    return constraint_results(parse_prompt(prompt), response)

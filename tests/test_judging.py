@@ -1,0 +1,56 @@
+"""Loading the task's gold judge by name, and the per-check numbers that show which part of a task a model (or a
+reward model) fails."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from align.core.errors import UserError
+from align.evaluation.judging import Judge, check_rates, load_judge
+from align.evaluation.rm_eval import agreement_by_check
+from data_prep.tiny_world import judge as tiny_judge
+
+
+def data(judge: str | None):
+    return dataclasses.replace(tiny_config("paths.data=/unused").data, judge=judge)
+
+
+def test_a_built_in_judge_by_module_name_and_any_function_by_its_import_path():
+    built_in = load_judge(data("tiny_world.judge"))
+    assert built_in.score is tiny_judge.gold_score and built_in.details is tiny_judge.gold_details
+    by_path = load_judge(data("data_prep.tiny_world.judge:gold_score"))
+    assert by_path.score is tiny_judge.gold_score and by_path.details is tiny_judge.gold_details
+    assert load_judge(data(None)) is None
+
+
+@pytest.mark.parametrize("name, message", [("no_such_task.judge", "cannot import data_prep.no_such_task.judge"),
+                                           ("json:no_such_function", "json has no function 'no_such_function'"),
+                                           ("no_such_package.mod:f", "cannot import no_such_package.mod")])
+def test_a_judge_that_cannot_be_loaded_is_a_user_error_naming_the_key(name, message):
+    with pytest.raises(UserError, match="data.judge=") as error:
+        load_judge(data(name))
+    assert message in str(error.value)
+
+
+def test_check_rates_count_only_the_prompts_that_ask_for_the_check():
+    judge = load_judge(data("tiny_world.judge"))
+    prompts = ["words 2 start sun end any", "words any start any end moon", "words 2 start any end any"]
+    responses = ["sun moon", "sun moon", "sun"]
+    assert check_rates(judge, prompts, responses, [True, True, True]) == {"end": 1.0, "start": 1.0, "words": 0.5}
+    # a response that never ended passes nothing
+    assert check_rates(judge, prompts, responses, [False, True, True]) == {"end": 1.0, "start": 0.0, "words": 0.0}
+
+
+def test_rm_agreement_by_check_uses_only_pairs_that_differ_in_that_check_alone():
+    judge = Judge("fake", score=lambda p, r, ended=True: 0.0,
+                  details=lambda p, r: {"a": "a" in r, "b": "b" in r})
+    pairs = [{"chosen": [{"content": c}], "rejected": [{"content": r}]}
+             for c, r in [("a", ""), ("ab", "b"), ("b", ""), ("ab", ""), ("a", "a")]]
+    agrees = torch.tensor([True, False, True, True, False])
+    decided = torch.tensor([True, True, True, True, False])
+    by_check = agreement_by_check(judge, [""] * 5, pairs, agrees, decided)
+    assert by_check == {"a": {"agreement": 0.5, "pairs": 2}, "b": {"agreement": 1.0, "pairs": 1}}

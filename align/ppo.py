@@ -54,7 +54,7 @@ def train(cfg: Config) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from align.evaluation.judging import final_gold_evaluation, gold_evaluation
+    from align.evaluation.judging import final_gold_evaluation, gold_evaluation, load_judge
     from align.modeling.forward import left_pad
     from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
     from align.rlhf import alarms, ppo_checkpoint, ppo_step
@@ -86,11 +86,16 @@ def train(cfg: Config) -> dict:
     tokenizer = load_tokenizer(cfg.model, path=ppo.policy_init)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
-    prompts = [chat_ids(tokenizer, r["prompt"], generation_prompt=True) for r in prompt_records]
-    too_long = sum(len(p) > ppo.max_prompt_tokens for p in prompts)
-    prompts = [p for p in prompts if len(p) <= ppo.max_prompt_tokens]
+    rendered = [(chat_ids(tokenizer, r["prompt"], generation_prompt=True), r["prompt"][-1]["content"])
+                for r in prompt_records]
+    kept = [(ids, text) for ids, text in rendered if len(ids) <= ppo.max_prompt_tokens]
+    too_long = len(rendered) - len(kept)
+    if not kept:
+        raise UserError(f"none of the {len(rendered)} prompts of {cfg.data.prompts_train} fits "
+                        f"ppo.max_prompt_tokens={ppo.max_prompt_tokens}: raise it, or use shorter prompts")
     if too_long:
         print0(f"dropped {too_long} prompts longer than ppo.max_prompt_tokens={ppo.max_prompt_tokens}")
+    prompts, prompt_texts = [ids for ids, _ in kept], [text for _, text in kept]
     ptx_texts = []
     if ppo.ptx_coef > 0:
         if cfg.data.ptx_train is None:
@@ -103,6 +108,11 @@ def train(cfg: Config) -> dict:
     policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
     reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
     value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
+    if ppo.reward not in ("rm", "judge"):
+        raise UserError(f"ppo.reward must be rm or judge; got {ppo.reward!r}")
+    judge = load_judge(cfg.data) if ppo.reward == "judge" else None
+    if ppo.reward == "judge" and judge is None:
+        raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")
     reward_model = load_reward_model(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
     if ppo.lora.enabled:
         policy, value = add_lora(policy, value, ppo.lora.r, ppo.lora.alpha, ppo.lora.target_modules)
@@ -148,13 +158,13 @@ def train(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed + 100003 * accelerator.process_index)
     prompt_queue: list[int] = []
 
-    def next_prompts() -> list[list[int]]:
+    def next_prompts() -> list[int]:
+        """This rank's share of the next batch of prompts, as indices into `prompts`."""
         needed = ppo.batch_size * world
         while len(prompt_queue) < needed:
             prompt_queue.extend(torch.randperm(len(prompts), generator=order).tolist())
         taken = [prompt_queue.pop(0) for _ in range(needed)]
-        mine = taken[accelerator.process_index :: world]
-        return [prompts[i] for i in mine]
+        return taken[accelerator.process_index :: world]
 
     ptx_stream = ppo_step.ptx_batches(ptx_texts, tokenizer, ppo.ptx_batch_size,
                                       ppo.max_prompt_tokens + ppo.response_tokens, sampling)
@@ -172,15 +182,18 @@ def train(cfg: Config) -> dict:
     for update in range(first_update, num_updates + 1):
         start = time.perf_counter()
         # 1. rollout: sample responses to a batch of prompts from the current policy              (B, T)
-        queries = left_pad(next_prompts(), pad_id)[0].to(accelerator.device)
+        mine = next_prompts()
+        queries = left_pad([prompts[i] for i in mine], pad_id)[0].to(accelerator.device)
         with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
             sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, ppo.response_tokens, ppo.temperature)
         rollout_s = time.perf_counter() - start
 
-        # 2. score: old logprobs and values, reference logprobs, RM score at the EOS; the EOS trick
+        # 2. score: old logprobs and values, reference logprobs, RM score at the EOS (or the judge's); the EOS trick
         score_start = time.perf_counter()
+        reward = ppo_step.rm_reward(reward_model, pad_id) if judge is None else \
+            ppo_step.judge_reward(judge.score, tokenizer, [prompt_texts[i] for i in mine], eos_id)
         with as_reference() as ref:
-            batch = ppo_step.score(model, ref, reward_model, queries, sampled, pad_id, eos_id, ppo)
+            batch = ppo_step.score(model, ref, reward, queries, sampled, pad_id, eos_id, ppo)
         require_finite("reward", batch.raw_scores, run_dir, update, "PPO update")
 
         # 3. shape rewards: -beta * KL per token, the score added on the EOS

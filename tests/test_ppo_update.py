@@ -56,8 +56,8 @@ def setup(tiny_data_root):
 
 
 def scored(s, reference=None):
-    return ppo_step.score(s["model"], reference or s["reference"], s["reward_model"], s["queries"], s["sampled"],
-                          s["pad"], s["eos"], s["ppo"])
+    return ppo_step.score(s["model"], reference or s["reference"], ppo_step.rm_reward(s["reward_model"], s["pad"]),
+                          s["queries"], s["sampled"], s["pad"], s["eos"], s["ppo"])
 
 
 def test_responses_are_cut_after_their_first_eos(setup):
@@ -188,3 +188,16 @@ def test_the_update_moves_policy_and_value_towards_their_objectives(setup):
     optimise(setup, batch, lr=3e-3, ppo_epochs=4)
     gain_after, error_after = objectives()
     assert gain_after > gain_before and error_after < error_before
+
+
+def test_the_judge_as_reward_scores_the_decoded_response_to_its_prompt(setup):
+    """The oracle row (ppo.reward=judge): each response, decoded without pads or EOS, judged against the text of its
+    own prompt; a response that never ended scores as unfinished."""
+    from data_prep.tiny_world.judge import gold_score
+
+    tokenizer, eos, pad = setup["tokenizer"], setup["eos"], setup["pad"]
+    sun_moon = tokenizer("sun moon", add_special_tokens=False)["input_ids"]
+    responses = torch.tensor([sun_moon + [eos, pad], sun_moon + [eos, pad], sun_moon + [pad, pad]])
+    prompts = ["words 2 start sun end moon", "words 3 start moon end any", "words 2 start sun end moon"]
+    reward = ppo_step.judge_reward(gold_score, tokenizer, prompts, eos)
+    assert reward(torch.zeros(3, 1), responses).tolist() == [1.0, 0.0, 0.0]

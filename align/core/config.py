@@ -160,6 +160,7 @@ class PPOSettings:
     policy_init: str  # the SFT model: initial policy and frozen reference
     value_init: str  # the value model starts as the reward model (InstructGPT, Stiennon et al.)
     reward_model: str  # frozen, normalised reward model
+    reward: str  # what PPO maximises: "rm" (the reward model) or "judge" (the task's gold judge: the oracle row)
     total_episodes: int  # prompts sampled over the whole run
     batch_size: int  # episodes per update, per process
     num_minibatches: int  # optimizer steps per PPO epoch

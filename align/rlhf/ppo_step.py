@@ -41,17 +41,40 @@ class Batch:
     returns: torch.Tensor | None = None  # (B, T) the value targets: raw advantages + values
 
 
+Reward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (query_responses, responses) -> (B,) scores
+
+
+def rm_reward(reward_model: nn.Module, pad_id: int) -> Reward:
+    """The reward model's score of each query + response, read at the response's EOS."""
+    return lambda query_responses, responses: reward_at_eos(reward_model, query_responses,
+                                                            (query_responses != pad_id).long())
+
+
+def judge_reward(gold_score: Callable[[str, str, bool], float], tokenizer, prompts: list[str], eos_id: int) -> Reward:
+    """The task's gold judge (its score function) as the reward, for the batch whose prompts (the last user turn's
+    text) are `prompts`: the oracle a reward model stands in for. A response that never ended is judged unfinished."""
+
+    def reward(query_responses: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        ended = (responses == eos_id).any(dim=1).tolist()
+        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)  # pads and the EOS are special tokens
+        return torch.tensor([float(gold_score(p, t, e)) for p, t, e in zip(prompts, texts, ended, strict=True)],
+                            device=responses.device)
+
+    return reward
+
+
 @torch.no_grad()
-def score(model: nn.Module, reference: nn.Module, reward_model: nn.Module, queries: torch.Tensor,
-          sampled: torch.Tensor, pad_id: int, eos_id: int, ppo: PPOSettings) -> Batch:
-    """Step 2: the policy's and the reference's log-probabilities of the sampled responses, the values, and the reward
-    model's score at each EOS, with the missing-EOS penalty. `model` is the PolicyAndValue module."""
+def score(model: nn.Module, reference: nn.Module, reward: Reward, queries: torch.Tensor, sampled: torch.Tensor,
+          pad_id: int, eos_id: int, ppo: PPOSettings) -> Batch:
+    """Step 2: the policy's and the reference's log-probabilities of the sampled responses, the values, and the
+    reward of each response (rm_reward or judge_reward), with the missing-EOS penalty. `model` is the PolicyAndValue
+    module."""
     responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
     query_responses = torch.cat([queries, responses], dim=1)
     context_length = queries.shape[1]
     logits, all_values = model(query_responses, pad_id, context_length)
     ref_logits = lm_logits(reference, query_responses, pad_id, context_length)
-    raw_scores = reward_at_eos(reward_model, query_responses, (query_responses != pad_id).long())
+    raw_scores = reward(query_responses, responses)
     has_eos = (responses == eos_id).any(dim=1)
     return Batch(
         query_responses=query_responses, responses=responses, mask=mask, context_length=context_length,

@@ -43,10 +43,26 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
     return mean(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, reference_scores))
 
 
+def unconfirmed_gains(summary: dict[str, dict], reference: str, margin: float = 0.05) -> list[str]:
+    """Models whose edge over the reference by the training RM's win rate the audit RM does not confirm: less than
+    half of it left. A policy optimised against an RM finds that RM's errors; an RM trained on other pairs does not
+    share them all, so a gain only the training RM sees is likely not a gain (over-optimisation, Gao et al. 2022)."""
+    warnings = []
+    for label, row in summary.items():
+        if label == reference or "audit_rm_win_rate" not in row or "rm_win_rate" not in row:
+            continue
+        edge, confirmed = row["rm_win_rate"] - 0.5, row["audit_rm_win_rate"] - 0.5
+        if edge > margin and confirmed < edge / 2:
+            warnings.append(f"{label} beats {reference} on {row['rm_win_rate']:.0%} of prompts by the training RM but "
+                            f"on {row['audit_rm_win_rate']:.0%} by the audit RM: its gains may be the training RM's "
+                            "errors (over-optimisation); compare the gold or human judgement before trusting them")
+    return warnings
+
+
 def evaluate(cfg: Config) -> dict:
     from tqdm import tqdm
 
-    from align.evaluation.judging import check_rates, load_judge
+    from align.evaluation.judging import check_judge, check_rates
     from align.evaluation.sampling import sample
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
@@ -56,10 +72,12 @@ def evaluate(cfg: Config) -> dict:
     models = {label: name for label, name in e.models.items() if name is not None}
     if e.reference not in models:
         raise UserError(f"eval.reference={e.reference!r} is not one of eval.models ({', '.join(models)})")
-    for label, name in [*models.items(), ("reward model", e.reward_model)]:
+    for label, name in [*models.items(), ("reward model", e.reward_model), ("audit reward model",
+                                                                             e.audit_reward_model)]:
         if name is not None:
             require_stage_output(name, cfg.paths.root, f"the {label} model; run its stage with the same overrides "
-                                 f"first, or set eval.models.{label} (eval.reward_model) to another directory or null")
+                                 f"first, or set eval.models.{label} (eval.reward_model, eval.audit_reward_model) to "
+                                 "another directory or null")
     if cfg.data.prompts_eval is None:
         raise UserError("data.prompts_eval is not set: the evaluation needs held-out prompts")
     run_dir = Path(cfg.paths.eval)
@@ -68,6 +86,7 @@ def evaluate(cfg: Config) -> dict:
     with main_process_first():
         ensure_prepared(cfg.data, [cfg.data.prompts_eval])
     records, _ = read_records(cfg.data.prompts_eval, "prompt", cfg.data.on_bad_record)
+    judge = check_judge(cfg.data)  # tried on these prompts before any model samples
     reference_path = models[e.reference]
     tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
     pad_id = tokenizer.pad_token_id
@@ -100,14 +119,16 @@ def evaluate(cfg: Config) -> dict:
         del reference
 
     # 3. the reward model's score of every response
-    rm_scores = {}
-    if e.reward_model is not None:
-        rm = load_reward_model(cfg.model, tokenizer, e.reward_model, cfg.seed)
-        rm_scores = {label: reward_scores(rm, completions[label], pad_id, e.batch_size).tolist() for label in models}
-        del rm
+    rm_scores, audit_scores = {}, {}
+    for scores, path in ((rm_scores, e.reward_model), (audit_scores, e.audit_reward_model)):
+        if path is not None:
+            rm = load_reward_model(cfg.model, tokenizer, path, cfg.seed)
+            scores.update({label: reward_scores(rm, completions[label], pad_id, e.batch_size).tolist()
+                           for label in models})
+            del rm
 
     # 4. the gold judge's score, where the task has one
-    gold, judge = {}, load_judge(cfg.data)
+    gold = {}
     if judge is not None:
         gold = {label: [judge.score(prompt[-1]["content"], c.text, c.ended)
                         for prompt, c in zip(prompts, completions[label])] for label in models}
@@ -128,14 +149,18 @@ def evaluate(cfg: Config) -> dict:
         if rm_scores:
             row["rm_score"] = mean(rm_scores[label])
             row["rm_win_rate"] = win_rate(rm_scores[label], rm_scores[e.reference])
+        if audit_scores:
+            row["audit_rm_score"] = mean(audit_scores[label])
+            row["audit_rm_win_rate"] = win_rate(audit_scores[label], audit_scores[e.reference])
         if kl:
             row["kl"] = mean(kl[label])
         summary[label] = row
+    warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
 
     # 6. write: numbers, every response, the report and the plot
     results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,
                "seed": cfg.seed, "prompts_file": cfg.data.prompts_eval, "dropped_long_prompts": dropped_long_prompts,
-               "models": summary}
+               "models": summary, "warnings": warnings}
     if is_main_process():
         with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:
             for i, prompt in enumerate(prompts):
@@ -143,6 +168,7 @@ def evaluate(cfg: Config) -> dict:
                     label: {"text": completions[label][i].text, "ended": completions[label][i].ended,
                             **({"gold": gold[label][i]} if gold else {}),
                             **({"rm": rm_scores[label][i]} if rm_scores else {}),
+                            **({"audit_rm": audit_scores[label][i]} if audit_scores else {}),
                             **({"kl": kl[label][i]} if kl else {})}
                     for label in models}}) + "\n")
         write_report(run_dir / "report.md", results, prompts[: e.report_samples],

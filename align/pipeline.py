@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from align.core.config import Config
 from align.core.console import is_main_process, print0
 from align.core.errors import UserError
+from align.rm import audit_config
 from align.runtime.distributed import drop_launcher_arguments
 from align.runtime.preemption import Preempted, stop_request
 from align.runtime.runs import run_stage
@@ -35,6 +36,7 @@ from align.runtime.runs import run_stage
 STAGE_INPUTS = {
     "sft": (("seed", "model", "data", "sft"), "metrics.json"),
     "rm": (("seed", "model", "data", "sft", "rm"), "metrics.json"),
+    "rm_audit": (("seed", "model", "data", "sft", "rm"), "metrics.json"),  # align.rm on data.prefs_audit
     "ppo": (("seed", "variant", "model", "data", "sft", "rm", "ppo"), "metrics.json"),
     "eval": (("seed", "variant", "model", "data", "sft", "rm", "ppo", "eval"), "eval.json"),
 }
@@ -44,7 +46,7 @@ def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
     """The function `python -m align.<stage>` runs (imported late: each stage imports its own heavy libraries)."""
     if stage == "sft":
         from align.sft import train
-    elif stage == "rm":
+    elif stage in ("rm", "rm_audit"):  # the audit RM: the RM stage on the config audit_config gives it
         from align.rm import train
     elif stage == "ppo":
         from align.ppo import train_for
@@ -85,8 +87,15 @@ def first_difference(old, new, key: str = "") -> str | None:
     return None if old == new else f"{key}: {old!r} then, {new!r} now"
 
 
+def fork_overrides(cfg: Config, stage: str) -> str:
+    """The overrides that give `stage` and every later stage not yet named after the variant a run directory of a new
+    variant's own (the ablations' fork), so that training them again leaves the finished outputs in place."""
+    later = cfg.pipeline.stages[cfg.pipeline.stages.index(stage):]
+    shared = [s for s in later if not Path(getattr(cfg.paths, s)).name.endswith(f"-{cfg.variant}")]
+    return " ".join(["variant=NAME", *(f"'paths.{s}=${{paths.root}}/${{run_name}}/{s}-${{variant}}'" for s in shared)])
+
+
 def run_pipeline(cfg: Config) -> dict:
-    current = OmegaConf.to_container(OmegaConf.structured(cfg))
     unknown = [s for s in cfg.pipeline.stages if s not in STAGE_INPUTS]
     if unknown or (cfg.pipeline.force is not None and cfg.pipeline.force not in cfg.pipeline.stages):
         raise UserError(f"pipeline stages are {', '.join(STAGE_INPUTS)}; got stages={cfg.pipeline.stages}, "
@@ -95,6 +104,8 @@ def run_pipeline(cfg: Config) -> dict:
     timings = {}
     for stage in cfg.pipeline.stages:
         sections, finished_marker = STAGE_INPUTS[stage]
+        stage_cfg = audit_config(cfg) if stage == "rm_audit" else cfg
+        current = OmegaConf.to_container(OmegaConf.structured(stage_cfg))
         run_dir = Path(getattr(cfg.paths, stage))
         if stage in forced and run_dir.exists() and is_main_process():
             aside = run_dir.with_name(run_dir.name + ".replaced")
@@ -105,8 +116,12 @@ def run_pipeline(cfg: Config) -> dict:
             made_with = OmegaConf.to_container(OmegaConf.load(run_dir / "config.resolved.yaml"))
             difference = first_difference(settings(made_with, sections), settings(current, sections))
             if difference:
-                raise UserError(f"{run_dir} was made with other settings ({difference}): use another run_name, "
-                                f"or pipeline.force={stage} to replace it")
+                raise UserError(f"{run_dir} was made with other settings ({difference}). To train {stage} and the "
+                                f"stages after it again, keeping the earlier ones: pipeline.force={stage} (the old "
+                                f"output is moved to {run_dir.name}.replaced). To keep the old output too, train into "
+                                f"directories of a new variant (the ablations' fork, as in "
+                                f"conf/ablation/rm_from_base.yaml): {fork_overrides(cfg, stage)}. Or another "
+                                f"run_name, for a run of its own")
             print0(f"[pipeline] {stage}: finished output in {run_dir}, skipped")
             timings[stage] = "skipped"
             continue
@@ -115,7 +130,7 @@ def run_pipeline(cfg: Config) -> dict:
             raise Preempted(f"stopped on {stop.describe()} before {stage}")
         print0(f"[pipeline] {stage}: running into {run_dir}", flush=True)
         start = time.perf_counter()
-        stage_entry(stage, cfg.ppo.algorithm)(cfg)
+        stage_entry(stage, cfg.ppo.algorithm)(stage_cfg)
         gc.collect()  # the stage's models are garbage now; free them before the next stage loads its own
         timings[stage] = f"{time.perf_counter() - start:.0f} s"
 

@@ -23,6 +23,7 @@ Writes  cfg.paths.ppo/: final/ (plain Hugging Face causal LM + tokenizer + chat 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -54,7 +55,7 @@ def train(cfg: Config) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from align.evaluation.judging import final_gold_evaluation, gold_evaluation, load_judge
+    from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
     from align.modeling.forward import left_pad
     from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
     from align.rlhf import alarms, ppo_checkpoint, ppo_step
@@ -82,7 +83,9 @@ def train(cfg: Config) -> dict:
 
     # Data: prompts rendered with the generation prompt; pretraining text for PPO-ptx.
     with main_process_first():
-        ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval, cfg.data.ptx_train])
+        ensure_prepared(cfg.data, [cfg.data.prompts_train, cfg.data.prompts_eval if cfg.data.judge else None,
+                                   cfg.data.ptx_train if ppo.ptx_coef > 0 else None])
+    task_judge = check_judge(cfg.data)  # tried on the held-out prompts before any model is loaded
     tokenizer = load_tokenizer(cfg.model, path=ppo.policy_init)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
@@ -110,7 +113,7 @@ def train(cfg: Config) -> dict:
     value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
     if ppo.reward not in ("rm", "judge"):
         raise UserError(f"ppo.reward must be rm or judge; got {ppo.reward!r}")
-    judge = load_judge(cfg.data) if ppo.reward == "judge" else None
+    judge = task_judge if ppo.reward == "judge" else None
     if ppo.reward == "judge" and judge is None:
         raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")
     reward_model = load_reward_model(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
@@ -258,25 +261,27 @@ def train(cfg: Config) -> dict:
         if stopping:
             raise Preempted(f"stopped on {stop.describe()} after update {update}: wrote {run_dir}/checkpoint-{update}")
 
-    # Final: judged evaluation of the policy next to its reference, and the plain Hugging Face directory (under
-    # ZeRO-3, with the policy's weights gathered).
+    # Final: the plain Hugging Face directory first (under ZeRO-3, with the policy's weights gathered), so that
+    # nothing after training can lose it, then the judged evaluation of the policy next to its reference.
     barrier()  # the main process has logged the last update
     rows = metrics_log.rows()  # the main process's log; it covers updates run before a resume too
     last = rows[-1] if rows else {}
     results = {"updates": num_updates, "episodes": num_updates * ppo.batch_size * world,
                "final_kl": last.get("objective/kl"), "final_score": last.get("objective/score"),
                "resumed_from": str(resumed_from) if resumed_from else None, "dropped_long_prompts": too_long}
+    with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
+        if is_main_process():
+            final_policy = unwrapped.policy
+            if ppo.lora.enabled:  # a plain causal LM directory, no peft needed to load it; merged in a copy, as the
+                # policy with its adapter disabled is still the reference evaluated below
+                final_policy = copy.deepcopy(final_policy).merge_and_unload()
+            final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
+            tokenizer.save_pretrained(run_dir / "final")
+            del final_policy
+        results.update(final_gold_evaluation("ppo", unwrapped.policy, tokenizer, cfg.data, cfg.eval, cfg.seed))
     with as_reference() as prepared_ref, \
             unwrapped_for_generation(prepared_ref, accelerator.unwrap_model(prepared_ref), accelerator) as ref:
         results.update(final_gold_evaluation("sft", ref, tokenizer, cfg.data, cfg.eval, cfg.seed))
-    with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
-        results.update(final_gold_evaluation("ppo", unwrapped.policy, tokenizer, cfg.data, cfg.eval, cfg.seed))
-        if is_main_process():
-            final_policy = unwrapped.policy
-            if ppo.lora.enabled:
-                final_policy = final_policy.merge_and_unload()  # a plain causal LM directory, no peft needed to load it
-            final_policy.save_pretrained(run_dir / "final", safe_serialization=True)
-            tokenizer.save_pretrained(run_dir / "final")
     finish_run(run_dir, metrics_log, num_updates, "ppo", results)
     return results
 

@@ -16,6 +16,7 @@ Writes  cfg.paths.rm/: final/ (AutoModelForSequenceClassification directory + to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from align.evaluation.judging import load_judge
+    from align.evaluation.judging import check_judge
     from align.evaluation.rm_eval import evaluate_pairs
     from align.modeling.models import load_reward_model, load_tokenizer
     from align.modeling.reward_model import score, shift_scores
@@ -49,6 +50,8 @@ def train(cfg: Config) -> dict:
         trainer_arguments,
     )
 
+    if cfg.rm.audit and cfg.paths.rm != cfg.paths.rm_audit:
+        cfg = audit_config(cfg)
     run_dir = Path(cfg.paths.rm)
     s = cfg.rm
     require_stage_output(s.init_from, cfg.paths.root, "run `python -m align.sft` with the same overrides first")
@@ -56,14 +59,17 @@ def train(cfg: Config) -> dict:
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
-    # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked first
+    # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked, and the judge
+    # tried, first
     with main_process_first():
-        ensure_prepared(cfg.data, [cfg.data.prefs_train, cfg.data.prefs_eval, s.normalize_on])
+        ensure_prepared(cfg.data, [cfg.data.prefs_train, cfg.data.prefs_eval, s.normalize_on,
+                                   cfg.data.prompts_eval if cfg.data.judge else None])
     train_pairs, train_report = read_records(cfg.data.prefs_train, "pair", cfg.data.on_bad_record)
     eval_pairs, eval_report = read_records(cfg.data.prefs_eval, "pair", cfg.data.on_bad_record)
     reference, _ = read_records(s.normalize_on, "sft", cfg.data.on_bad_record)
     if s.normalize_samples > 0:
         reference = reference[: s.normalize_samples]
+    judge = check_judge(cfg.data)
 
     # 2. model: a one-label classifier on the SFT trunk, new head, dropout off
     tokenizer = load_tokenizer(cfg.model, path=s.init_from)
@@ -108,17 +114,29 @@ def train(cfg: Config) -> dict:
     offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
     shift_scores(rm, offset)
 
-    # 6. evaluate on held-out pairs and save the plain Hugging Face directory
-    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, load_judge(cfg.data), s.eval_batch_size)
+    # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
+    # pairs
+    trainer.save_model(str(run_dir / "final"))
+    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
     metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
                "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
                "dropped_too_long": too_long,
                "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
-    trainer.save_model(str(run_dir / "final"))
     if is_main_process():
         (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
     return metrics
+
+
+def audit_config(cfg: Config) -> Config:
+    """The config of the audit RM: the stage's settings on pairs the training RM never saw (data.prefs_audit), with
+    another seed, into paths.rm_audit. Its scores tell real gains of a policy from the training RM's errors, which
+    a policy optimised against that RM finds (Gao et al. 2022: a proxy judged by a second model)."""
+    if cfg.data.prefs_audit is None:
+        raise UserError("rm.audit=true needs pairs of its own: set data.prefs_audit (the tiny world writes them)")
+    data = dataclasses.replace(cfg.data, prefs_train=cfg.data.prefs_audit)
+    paths = dataclasses.replace(cfg.paths, rm=cfg.paths.rm_audit)
+    return dataclasses.replace(cfg, seed=cfg.seed + 1, data=data, paths=paths)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

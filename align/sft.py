@@ -31,7 +31,7 @@ def train(cfg: Config) -> dict:
     from datasets import Dataset
     from trl import SFTConfig
 
-    from align.evaluation.judging import gold_evaluation
+    from align.evaluation.judging import check_judge, gold_evaluation
     from align.modeling.models import load_causal_lm, load_tokenizer, set_attention_dropout
     from align.trainers.sft_trainer import sft_arguments, sft_trainer
     from align.trainers.stage_setup import last_checkpoint, log_tensorboard_to, stage_callbacks, train_from
@@ -41,11 +41,13 @@ def train(cfg: Config) -> dict:
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 
-    # 1. data: built on first use, every record checked before any model is loaded
+    # 1. data: built on first use, every record checked, and the judge tried on it, before any model is loaded
     with main_process_first():
-        ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval])
+        ensure_prepared(cfg.data, [cfg.data.sft_train, cfg.data.sft_eval,
+                                    cfg.data.prompts_eval if cfg.data.judge else None])
     train_records, train_report = read_records(cfg.data.sft_train, "sft", cfg.data.on_bad_record)
     eval_records, eval_report = read_records(cfg.data.sft_eval, "sft", cfg.data.on_bad_record)
+    check_judge(cfg.data)
 
     # 2. model and tokenizer (chat tokens, distinct pad, eos = end of turn)
     tokenizer = load_tokenizer(cfg.model)
@@ -67,12 +69,12 @@ def train(cfg: Config) -> dict:
     last = last_checkpoint(run_dir, cfg.sft.resume)
     train_loss = train_from(trainer, last, cfg.sft.max_steps)
 
-    # 5. final evaluation and the plain Hugging Face model directory
+    # 5. the plain Hugging Face model directory first (nothing after training can lose it), then the final evaluation
+    trainer.save_model(str(run_dir / "final"))
     metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step,
                "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}
-    trainer.save_model(str(run_dir / "final"))
     finish_run(run_dir, metrics_log, trainer.state.global_step, "sft", metrics)
     return metrics
 

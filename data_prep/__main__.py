@@ -5,6 +5,7 @@
     python -m data_prep lima lima.json --out data/lima --decontaminate data/alpaca_eval
     python -m data_prep --recipe slices                      # every source and mixture of conf/data/slices.yaml
     python -m data_prep --recipe slices paths.data=/tmp/d    # ... with any config override
+    python -m data_prep --tokenizer /data/my_task            # a tiny BPE on your own files (model=tiny, data=files)
 
 A source module is any of data_prep's (alpaca, dolly, lima, oasst1, ...); the input is a local file or a hub name.
 Each output directory gets a manifest.json (input sha256 or hub revision, license, counts in and out, drops by
@@ -21,6 +22,9 @@ from pathlib import Path
 
 from align.core.config import compose, load
 from align.core.errors import UserError
+from align.core.records import read_records
+from align.core.tokens import train_tiny_tokenizer
+from data_prep.mixture import KIND, texts
 from data_prep.prepare import MANIFEST, build, build_dir, evaluation_prompts
 
 
@@ -35,13 +39,19 @@ def main(argv: list[str]) -> None:
                         help="built evaluation-set directories whose prompts are removed from this source")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad record (file:line: field)")
     parser.add_argument("--recipe", help="a conf/data recipe: build all its sources and mixtures")
+    parser.add_argument("--tokenizer", type=Path, metavar="DIR",
+                        help="train a byte-level BPE on the *.train.jsonl contract files in DIR into DIR/tokenizer")
+    parser.add_argument("--vocab-size", type=int, default=512, help="with --tokenizer: its vocabulary size")
     args, overrides = parser.parse_known_args(argv)
+    if args.tokenizer and not (args.module or args.recipe or overrides):
+        print(f"wrote {train_tokenizer(args.tokenizer, args.vocab_size)}")
+        return
     if args.recipe:
         built = build_recipe(args.recipe, overrides)
     elif args.module and args.input and args.out and not overrides:
         built = {args.out.name: build_one(args)}
     else:
-        parser.error("give MODULE INPUT --out DIR, or --recipe NAME [overrides]")
+        parser.error("give MODULE INPUT --out DIR, --recipe NAME [overrides], or --tokenizer DIR")
     print(summary_table({name: json.loads((path / MANIFEST).read_text()) for name, path in built.items()}))
 
 
@@ -59,6 +69,21 @@ def build_one(args) -> Path:
               "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1)}
     return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
                                                            eval_prompts), args.module)
+
+
+def train_tokenizer(directory: Path, vocab_size: int) -> Path:
+    """directory/tokenizer: a byte-level BPE with the chat tokens, trained on the text of the training files of the
+    contracts in `directory`, for a model built from scratch (model=tiny) on files of one's own (data=files, whose
+    data.tokenizer points there), from the same text a mixture's tokenizer is trained on."""
+    corpus = []
+    for path in sorted(directory.glob("*.train.jsonl")):
+        kind = KIND.get(path.name.split(".")[0])
+        if kind is not None:
+            corpus += texts(kind, read_records(path, kind, "error")[0])
+    if not corpus:
+        raise UserError(f"no contract training files ({', '.join(f'{p}.train.jsonl' for p in KIND)}) in {directory}")
+    train_tiny_tokenizer(corpus, vocab_size, directory / "tokenizer")
+    return directory / "tokenizer"
 
 
 def build_recipe(recipe: str, overrides: list[str]) -> dict[str, Path]:

@@ -34,11 +34,22 @@ def recipe(source: SourceConfig, data: DataConfig) -> dict:
 
 
 def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:
-    """Build every source or mixture that one of `files` lives in and that is not built yet."""
+    """Build every source or mixture that one of `files` lives in and that is not built yet; a file no source or
+    mixture makes (the user's own) is used as it is. Stops naming the file and its key if one is still missing."""
     wanted = {Path(f).resolve().parent for f in files if f is not None}
+    built = {}
     for name in [*data.sources, *data.mixtures]:
         if (Path(data.dir) / name).resolve() in wanted:
-            build(name, data)
+            built[build(name, data).resolve()] = name
+    for file in files:
+        if file is None or Path(file).is_file():
+            continue
+        key = " and ".join(f"data.{k}" for k, value in vars(data).items() if value == file)
+        maker = built.get(Path(file).resolve().parent)
+        why = (f"data.{'sources' if maker in data.sources else 'mixtures'}.{maker} was built without it (see its "
+               f"{MANIFEST})" if maker else f"no source or mixture of data={data.name} builds it")
+        raise UserError(f"{f'{key}: ' if key else ''}{file} does not exist, and {why}: write the file there"
+                        f"{f' or point {key} at another' if key else ''}")
 
 
 def build(name: str, data: DataConfig) -> Path:

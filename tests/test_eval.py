@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from align.eval import win_rate
+from align.eval import unconfirmed_gains, win_rate
 from align.evaluation.sampling import Completion
 from align.evaluation.scoring import response_logprob_sums, reward_scores, rollout_layout
 from align.evaluation.tables import markdown_table, table_rows
@@ -81,3 +81,20 @@ def test_report_table_shows_the_columns_present_and_escapes_cells():
     assert header == ["model", "gold score", "win rate vs sft (gold)", "response tokens", "EOS rate"]
     assert rows[1] == ["ppo", "0.750", "0.625", "5.5", "1.00"]
     assert "a \\| b<br>c" in markdown_table(["x"], [["a | b\nc"]])
+
+
+def test_a_gain_the_audit_rm_does_not_confirm_is_a_warning():
+    """Warn when the audit RM leaves less than half of the training RM's edge over the reference; a model whose edge
+    both confirm, one without an edge, the reference itself and rows without an audit RM stay quiet."""
+    summary = {
+        "sft": {"rm_win_rate": 0.5, "audit_rm_win_rate": 0.5},
+        "gamed": {"rm_win_rate": 0.80, "audit_rm_win_rate": 0.60},     # edge 0.30, confirmed 0.10 < 0.15
+        "real": {"rm_win_rate": 0.70, "audit_rm_win_rate": 0.62},      # edge 0.20, confirmed 0.12 >= 0.10
+        "no_edge": {"rm_win_rate": 0.52, "audit_rm_win_rate": 0.30},   # within the margin: nothing to confirm
+        "unaudited": {"rm_win_rate": 0.90},
+    }
+    warnings = unconfirmed_gains(summary, "sft")
+    assert len(warnings) == 1 and warnings[0].startswith("gamed beats sft on 80% of prompts by the training RM")
+    results = {"reference": "sft", "models": {"sft": {"rm_score": 0.0}}, "warnings": warnings}
+    header, rows = table_rows(results)
+    assert header == ["model", "RM score"]

@@ -10,7 +10,7 @@ import torch
 from helpers import tiny_config
 
 from align.core.errors import UserError
-from align.evaluation.judging import Judge, check_rates, load_judge
+from align.evaluation.judging import NO_JUDGE, Judge, check_judge, check_rates, load_judge
 from align.evaluation.rm_eval import agreement_by_check
 from data_prep.tiny_world import judge as tiny_judge
 
@@ -54,3 +54,23 @@ def test_rm_agreement_by_check_uses_only_pairs_that_differ_in_that_check_alone()
     decided = torch.tensor([True, True, True, True, False])
     by_check = agreement_by_check(judge, [""] * 5, pairs, agrees, decided)
     assert by_check == {"a": {"agreement": 0.5, "pairs": 2}, "b": {"agreement": 1.0, "pairs": 1}}
+
+
+def test_check_judge_tries_the_judge_on_the_first_held_out_prompt_and_names_the_keys_when_it_fails(
+        tmp_path, monkeypatch, capsys):
+    prompts = tmp_path / "prompts.eval.jsonl"
+    prompts.write_text('{"prompt": [{"role": "user", "content": "say sun"}]}\n')
+    (tmp_path / "own_judge.py").write_text("def score(prompt, response, ended=True):\n"
+                                           "    return float(ended and response == prompt.split()[-1])\n\n\n"
+                                           "def broken(prompt, response, ended=True):\n    return float('nan')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    other_task = dataclasses.replace(data("tiny_world.judge"), prompts_eval=str(prompts))
+    with pytest.raises(UserError, match=r"data.judge='tiny_world.judge' fails on the first prompt of "
+                                        rf"data.prompts_eval={prompts} \('say sun'\).*data.judge=null"):
+        check_judge(other_task)
+    with pytest.raises(UserError, match="data.judge='own_judge:broken' fails .* is nan"):
+        check_judge(dataclasses.replace(other_task, judge="own_judge:broken"))
+    assert check_judge(dataclasses.replace(other_task, judge="own_judge:score")).name == "own_judge:score"
+    assert capsys.readouterr().out == ""
+    assert check_judge(dataclasses.replace(other_task, judge=None)) is None
+    assert capsys.readouterr().out == f"{NO_JUDGE}\n"  # said once, so that missing gold numbers are no surprise

@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-from helpers import run_module
+from helpers import run_module, tiny_config
 
-from align.pipeline import first_difference, settings
+from align.pipeline import first_difference, fork_overrides, settings
 
 
 def resolved(root: str, data: str, lr: float) -> dict:
@@ -30,6 +30,19 @@ def test_settings_ignore_where_outputs_and_data_live_but_not_what_they_are():
 def test_first_difference_names_added_and_removed_keys():
     assert first_difference({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == "a.c: None then, 2 now"
     assert first_difference({"a": [1, 2]}, {"a": [1, 3]}) == "a: [1, 2] then, [1, 3] now"
+
+
+def test_the_fork_a_refusal_suggests_gives_each_stage_from_the_changed_one_on_a_directory_of_the_variant():
+    """Directories already named after the variant (PPO's, the evaluation's) fork with `variant=` alone; SFT's and
+    the RM's need their paths too, as the ablations that change them set (conf/ablation/rm_from_base.yaml)."""
+    cfg = tiny_config("paths.root=/runs", "pipeline.stages=[sft,rm,ppo,eval]", stage="pipeline")
+    assert fork_overrides(cfg, "ppo") == "variant=NAME"
+    assert fork_overrides(cfg, "rm") == "variant=NAME 'paths.rm=${paths.root}/${run_name}/rm-${variant}'"
+    assert fork_overrides(cfg, "sft").startswith("variant=NAME 'paths.sft=${paths.root}/${run_name}/sft-${variant}' "
+                                                 "'paths.rm=")
+    forked = tiny_config("paths.root=/runs", "pipeline.stages=[sft,rm,ppo,eval]", "+ablation=rm_from_base",
+                         stage="pipeline")
+    assert fork_overrides(forked, "rm") == "variant=NAME"
 
 
 def test_unknown_stage_is_a_clear_error(tmp_path):
@@ -74,6 +87,7 @@ def test_finished_pipeline_is_skipped_and_other_settings_are_refused(tiny_pipeli
     changed = run_module("align.pipeline", *common, "rm.lr=0.1", timeout=300)
     assert changed.returncode == 2
     assert "rm.lr: 0.003 then, 0.1 now" in changed.stderr and "pipeline.force=rm" in changed.stderr
+    assert "variant=NAME 'paths.rm=${paths.root}/${run_name}/rm-${variant}'" in changed.stderr  # keeping the old RM
 
 
 @pytest.mark.slow

@@ -91,10 +91,12 @@ class DataConfig:
     sft_eval: str | None
     prefs_train: str | None  # preference pairs {"prompt", "chosen", "rejected"}
     prefs_eval: str | None
+    prefs_audit: str | None  # pairs the training RM never sees, for an independent audit RM (align.rm rm.audit=true)
     prompts_train: str | None  # prompts {"prompt": [...]} that PPO samples responses to
     prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
     ptx_train: str | None  # pretraining text {"text": ...} for PPO-ptx
-    judge: str | None  # data_prep module with gold_score(prompt, response, ended) for this task; None: no judge
+    judge: str | None  # the task's gold judge: any importable package.module:function (prompt, response, ended) ->
+    #   score, or a data_prep module's name (tiny_world.judge); None: no judge, gold scores left out (docs/own_task.md)
     on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
 
 
@@ -140,6 +142,7 @@ class RMSettings(TrainerSettings):
     center_rewards_coefficient: float | None  # c * mean((r_chosen + r_rejected)^2) added to the loss; None: off
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all
+    audit: bool  # train the audit RM instead: on data.prefs_audit, with seed + 1, into paths.rm_audit
 
 
 @dataclass
@@ -211,6 +214,7 @@ class EvalConfig:
     models: dict[str, str | None]  # label -> model directory, hub name, or "base"; a null entry is left out
     reference: str  # the label KL and win rates are measured against
     reward_model: str | None  # scores every response; null: no RM columns
+    audit_reward_model: str | None  # an RM trained on other pairs: does it confirm the training RM's gains? null: off
     report_samples: int  # prompts shown with every model's response side by side in report.md
 
 
@@ -251,6 +255,7 @@ class PathsConfig:
     data: str  # prepared datasets
     sft: str  # the SFT run directory; later stages find its final model here
     rm: str  # the reward-model run directory
+    rm_audit: str  # the audit reward model's run directory (trained on data.prefs_audit)
     ppo: str  # the PPO run directory (named after the variant, so ablations do not overwrite each other)
     chat: str  # where `align.chat` keeps Hydra's record of a session
     eval: str  # `align.eval` writes eval.json, report.md and eval.png here

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import mean
 
 from align.core.config import DataConfig, EvalConfig
+from align.core.console import print0
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.evaluation.sampling import sample
@@ -44,6 +46,36 @@ def load_judge(data: DataConfig) -> Judge | None:
         raise UserError(f"data.judge={data.judge!r}: {module_name} has no function {function!r}")
     details = getattr(module, "gold_details" if function == "gold_score" else f"{function}_details", None)
     return Judge(data.judge, score, details if callable(details) else None)
+
+
+NO_JUDGE = "no gold judge (data.judge is null): gold scores are left out"
+
+
+def check_judge(data: DataConfig) -> Judge | None:
+    """The task's judge, tried on the first held-out prompt before any training: another task's judge left in place
+    (the tiny world's, say) would otherwise fail only at the first gold score, after training. None, with a one-line
+    note, when the task has no judge, so that gold numbers missing from a run's output are never a surprise."""
+    judge = load_judge(data)
+    if judge is None:
+        print0(NO_JUDGE)
+        return None
+    if data.prompts_eval is None:
+        return judge  # nothing to judge: every gold evaluation is left out
+    records, _ = read_records(data.prompts_eval, "prompt", data.on_bad_record)
+    prompt = records[0]["prompt"][-1]["content"]
+    try:
+        for response, ended in (("", False), ("x", True)):
+            value = float(judge.score(prompt, response, ended))
+            if not math.isfinite(value):
+                raise ValueError(f"score({response!r}, ended={ended}) is {value}")
+        if judge.details is not None:
+            dict(judge.details(prompt, "x"))
+    except Exception as error:  # whatever a user's judge raises: it does not fit these prompts
+        raise UserError(f"data.judge={data.judge!r} fails on the first prompt of data.prompts_eval="
+                        f"{data.prompts_eval} ({prompt[:60]!r}): {type(error).__name__}: {error}. Is it this task's "
+                        "judge? Set data.judge to the task's own `package.module:function`, or data.judge=null to run "
+                        "without gold scores") from None
+    return judge
 
 
 def gold_evaluation(model, tokenizer, data: DataConfig, settings: EvalConfig, seed: int) -> dict[str, float]:

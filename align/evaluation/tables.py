@@ -11,6 +11,7 @@ COLUMNS = (
     ("kl", "KL to {reference}", "{:.2f}"),
     ("gold_win_rate", "win rate vs {reference} (gold)", "{:.3f}"),
     ("rm_win_rate", "win rate vs {reference} (RM)", "{:.3f}"),
+    ("audit_rm_win_rate", "win rate vs {reference} (audit RM)", "{:.3f}"),
     ("response_tokens", "response tokens", "{:.1f}"),
     ("eos_rate", "EOS rate", "{:.2f}"),
 )
@@ -40,6 +41,8 @@ def print_table(results: dict) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(text.ljust(w) for text, w in zip(row, widths)))
+    for warning in results.get("warnings", []):
+        print(f"warning: {warning}")
 
 
 def write_report(path: Path, results: dict, prompts: list[list[dict]], responses: dict[str, list[str]]) -> None:
@@ -52,6 +55,7 @@ def write_report(path: Path, results: dict, prompts: list[list[dict]], responses
         f"{results['temperature']} with at most {results['max_new_tokens']} new tokens (seed {results['seed']}). "
         f"KL and win rates are against `{results['reference']}`; a tie counts half.\n",
         markdown_table(header, rows),
+        *(f"**Warning:** {warning}\n" for warning in results.get("warnings", [])),
         *check_table(results),
         "## Sample responses\n",
         markdown_table(["prompt", *responses],

@@ -34,7 +34,7 @@ from align.core.console import print0
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
-from align.evaluation.judging import final_gold_evaluation, gold_evaluation
+from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
 from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
 from align.runtime.distributed import main_process_first
 from align.runtime.runs import MetricsLog, finish_run, require_stage_output, start_run, update_rows
@@ -71,7 +71,8 @@ def train(cfg: Config) -> dict:
 
     data_file = cfg.data.prompts_train if s.algorithm in ONLINE else cfg.data.prefs_train
     with main_process_first():
-        ensure_prepared(cfg.data, [data_file, cfg.data.prompts_eval])
+        ensure_prepared(cfg.data, [data_file, cfg.data.prompts_eval if cfg.data.judge else None])
+    check_judge(cfg.data)  # tried on the held-out prompts before any model is loaded
     tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
     policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
     reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
@@ -104,8 +105,9 @@ def train(cfg: Config) -> dict:
     last = last_checkpoint(run_dir, s.resume)
     train_from(trainer, last, steps)
 
-    # Final: judged evaluation of the policy next to its reference (the same numbers PPO writes), and the plain
-    # Hugging Face directory.
+    # Final: the plain Hugging Face directory first, so that nothing after training can lose it, then the judged
+    # evaluation of the policy next to its reference (the same numbers PPO writes).
+    trainer.save_model(str(run_dir / "final"))
     rows = update_rows(metrics_log.rows())
     last_row = rows[-1] if rows else {}
     results = {"algorithm": s.algorithm, "updates": steps, "episodes": steps * per_step,
@@ -114,7 +116,6 @@ def train(cfg: Config) -> dict:
     trained = trainer.accelerator.unwrap_model(trainer.model)
     for label, lm in (("sft", reference), ("ppo", trained)):
         results.update(final_gold_evaluation(label, lm, tokenizer, cfg.data, cfg.eval, cfg.seed))
-    trainer.save_model(str(run_dir / "final"))
     finish_run(run_dir, metrics_log, steps, "ppo", results)
     return results
 

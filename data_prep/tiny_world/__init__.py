@@ -12,7 +12,7 @@ from pathlib import Path
 from align.core.tokens import train_tiny_tokenizer
 from data_prep.tiny_world.build import build, corpus
 
-VERSION = 2  # bump whenever the generated files change, so that directories built by an older version are not reused
+VERSION = 3  # bump whenever the generated files change, so that directories built by an older version are not reused
 
 
 def prepare(source, data, out_dir: Path) -> dict[str, int]:

@@ -130,6 +130,8 @@ def build(out_dir: Path, world: WorldConfig) -> dict[str, int]:
             {"text": " ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(MIN_WORDS, 3 * MAX_WORDS)))}
             for _ in range(world.n_ptx)
         ],
+        # Last, so that every split above is drawn as before: pairs of their own for an independent audit RM.
+        "prefs.audit": pairs(train_prompt, world.n_pairs),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, records in splits.items():

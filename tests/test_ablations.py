@@ -30,6 +30,7 @@ ABLATIONS = {
     "rloo": ({"ppo.algorithm": "rloo"}, set()),
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
     "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
+    "oracle": ({"ppo.reward": "judge"}, set()),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
 

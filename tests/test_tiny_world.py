@@ -90,7 +90,10 @@ def test_built_splits_hold_out_eval_prompts_and_label_noise_is_as_configured(tin
     train_prompts = {r["messages"][0]["content"] for r in read(tiny_data_root, "sft.train")}
     train_prompts |= {r["prompt"][0]["content"] for r in read(tiny_data_root, "prefs.train")}
     train_prompts |= {r["prompt"][0]["content"] for r in read(tiny_data_root, "prompts.train")}
+    audit = read(tiny_data_root, "prefs.audit")
     assert not eval_prompts & train_prompts
+    assert not eval_prompts & {r["prompt"][0]["content"] for r in audit}
+    assert len(audit) == len(read(tiny_data_root, "prefs.train")) and audit != read(tiny_data_root, "prefs.train")
     pairs = read(tiny_data_root, "prefs.train")
     agree = [gold_score(p["prompt"][0]["content"], p["chosen"][0]["content"])
              > gold_score(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs]

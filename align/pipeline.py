@@ -100,6 +100,9 @@ def run_pipeline(cfg: Config) -> dict:
     if unknown or (cfg.pipeline.force is not None and cfg.pipeline.force not in cfg.pipeline.stages):
         raise UserError(f"pipeline stages are {', '.join(STAGE_INPUTS)}; got stages={cfg.pipeline.stages}, "
                         f"force={cfg.pipeline.force}")
+    if "rm_audit" in cfg.pipeline.stages and cfg.data.prefs_audit is None:  # before any stage runs, not after two
+        raise UserError("pipeline stage rm_audit needs pairs of its own (data.prefs_audit is null): set it, or leave "
+                        "the audit RM out with pipeline.stages=[sft,rm,ppo,eval] eval.audit_reward_model=null")
     forced = cfg.pipeline.stages[cfg.pipeline.stages.index(cfg.pipeline.force):] if cfg.pipeline.force else []
     timings = {}
     for stage in cfg.pipeline.stages:

@@ -28,7 +28,10 @@ from align.runtime.runs import read_jsonl, update_rows
 
 POLICY = "ppo"  # the label of the trained policy in eval.json
 # (key in a run's row, column title, format): the evaluation's columns against the SFT model, and PPO's time
-COLUMNS = (*((key, title.format(reference="SFT"), fmt) for key, title, fmt in EVAL_COLUMNS),
+ORDER = ("gold_score", "rm_score", "kl", "response_tokens", "eos_rate", "gold_win_rate", "rm_win_rate",
+         "audit_rm_win_rate")
+COLUMNS = (*sorted(((key, title.format(reference="SFT"), fmt) for key, title, fmt in EVAL_COLUMNS),
+                   key=lambda column: ORDER.index(column[0])),
            ("ppo_seconds", "PPO time (s)", "{:.1f}"))
 TIME_KEYS = ("time/rollout_s", "time/score_s", "time/update_s", "time/gold_eval_s")
 

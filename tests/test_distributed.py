@@ -27,7 +27,9 @@ SHORT = {
     "sft": ["sft.max_steps=6", "sft.logging_steps=2", "sft.eval_steps=6", "sft.save_steps=3", "eval.num_prompts=20"],
     "rm": ["rm.max_steps=6", "rm.logging_steps=2", "rm.eval_steps=6", "rm.save_steps=3",
            f"rm.normalize_samples={NORMALIZE_SAMPLES}"],
-    "ppo": ["ppo.total_episodes=192", "ppo.save_every=1", "eval.num_prompts=20"],  # 3 updates of 2 x 32 episodes
+    # 3 updates of 2 x 32 episodes. A constant learning rate: the resume test extends a finished 2-update run to 3
+    # updates, and a decaying schedule depends on the total.
+    "ppo": ["ppo.total_episodes=192", "ppo.save_every=1", "ppo.lr_schedule=constant", "eval.num_prompts=20"],
 }
 
 

@@ -29,8 +29,8 @@ MANIFEST = "manifest.json"
 def recipe(source: SourceConfig, data: DataConfig) -> dict:
     """What determines the files' content: the source, its options, and the version of the module that builds it."""
     module = importlib.import_module(f"data_prep.{source.prepare}")
-    return {**asdict(source), "world": asdict(data.world) if source.prepare == "tiny_world" else None,
-            "version": getattr(module, "VERSION", 1)}
+    world = module.world_recipe(data.world) if hasattr(module, "world_recipe") else None  # a tiny world's options
+    return {**asdict(source), "world": world, "version": getattr(module, "VERSION", 1)}
 
 
 def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:

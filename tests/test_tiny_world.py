@@ -1,4 +1,5 @@
-"""The tiny world: an exact judge, a noisy demonstrator, informative pairs, held-out prompts, determinism."""
+"""The words world: an exact judge, a noisy demonstrator, informative pairs, held-out prompts, determinism (the
+other tasks: test_worlds.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from statistics import mean
 import pytest
 from helpers import world_dir
 
-from data_prep.tiny_world.build import demonstrate, preference_pair, respond
+from data_prep.tiny_world.build import demonstrate, preference_pair
 from data_prep.tiny_world.judge import constraint_results, gold_score
 from data_prep.tiny_world.task import (
     KINDS,
@@ -20,6 +21,8 @@ from data_prep.tiny_world.task import (
     render_prompt,
     sample_constraints,
 )
+from data_prep.tiny_world.words import TASK as WORDS
+from data_prep.tiny_world.words import respond
 
 
 def read(root, name):
@@ -65,7 +68,7 @@ def test_respond_meets_exactly_the_requested_constraints():
 def test_demonstrator_is_noisy_at_the_configured_rate():
     rng = random.Random(2)
     prompts = [sample_constraints(rng, ("words", "start", "end")) for _ in range(2000)]
-    met = [v for c in prompts for v in constraint_results(c, demonstrate(c, rng, 0.6)).values()]
+    met = [v for c in prompts for v in constraint_results(c, demonstrate(WORDS, c, rng, 0.6)).values()]
     assert 0.57 < mean(met) < 0.63
 
 
@@ -77,7 +80,7 @@ def test_minimal_pairs_differ_in_one_constraint_and_are_labelled_by_the_judge():
     constraints = Constraints(words=5, start="sun", end="moon")
     prompt = render_prompt(constraints, ("words", "start", "end"))
     for _ in range(200):
-        pair = preference_pair(prompt, constraints, rng, world)
+        pair = preference_pair(WORDS, prompt, constraints, rng, world)
         if pair is None:
             continue
         chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
@@ -114,3 +117,14 @@ def test_build_is_deterministic(tmp_path, tiny_data_root):
     again = world_dir(tmp_path)
     for path in sorted(first.glob("*.jsonl")) + [first / "tokenizer" / "tokenizer.json"]:
         assert (again / path.relative_to(first)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_default_words_world_is_the_one_measured_before_other_tasks_existed(tiny_data_root):
+    # docs/benchmarks.md's tiny numbers were measured on these files, and data directories built before the other
+    # tasks existed are reused only while the recipe (no `task` in it) and VERSION are unchanged.
+    import hashlib
+
+    manifest = json.loads((world_dir(tiny_data_root) / "manifest.json").read_text())
+    files = hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
+    assert files == "39a3ab1b31644cf6b37e5b637c02098d9677d162535fe58af2c4524373fee738"
+    assert "task" not in manifest["recipe"]["world"] and manifest["recipe"]["version"] == 3

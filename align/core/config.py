@@ -42,11 +42,12 @@ class ModelConfig:
 
 @dataclass
 class WorldConfig:
-    """Options of the tiny world generator (data_prep.tiny_world)."""
+    """Options of the tiny world generator (data_prep.tiny_world), for any of its tasks."""
 
     seed: int
-    kinds: list[str]  # constraint kinds to use, from words, start, end, mood
-    demonstrator_p: float  # probability that the demonstrator meets each constraint
+    task: str  # words, digits or template (data_prep/tiny_world/__init__.py)
+    kinds: list[str]  # the task's checks a prompt may ask for (words: words, start, end, mood)
+    demonstrator_p: float  # probability that the demonstrator meets each check
     label_noise: float  # probability that a preference label is flipped
     degenerate_fraction: float  # share of preference pairs whose rejected side is empty or garbled
     n_sft: int

@@ -1,8 +1,9 @@
-"""The gold judge: the exact score of a response to a tiny-world prompt."""
+"""The gold judge of the words task: the exact score of a response to a words-world prompt."""
 
 from __future__ import annotations
 
 from .task import MOOD_WORDS, Constraints, parse_prompt
+from .world import fraction_met
 
 
 def constraint_results(constraints: Constraints, response: str) -> dict[str, bool]:
@@ -22,10 +23,7 @@ def constraint_results(constraints: Constraints, response: str) -> dict[str, boo
 
 def gold_score(prompt: str, response: str, ended: bool = True) -> float:
     """Fraction of the prompt's constraints met; 0 for a response that never ended (no EOS)."""
-    results = constraint_results(parse_prompt(prompt), response)
-    if not ended or not results:
-        return 0.0
-    return sum(results.values()) / len(results)
+    return fraction_met(constraint_results(parse_prompt(prompt), response), ended)
 
 
 def gold_details(prompt: str, response: str) -> dict[str, bool]:

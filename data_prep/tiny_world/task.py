@@ -1,4 +1,4 @@
-"""Vocabulary, constraints and the prompt format of the tiny world."""
+"""Vocabulary, constraints and the prompt format of the words task (the first tiny world)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,105 @@
+"""The template task: a layout filled with the values bound to its slots, and its gold judge
+(data.judge=tiny_world.template).
+
+A prompt gives a layout of slots (A, B, C) and literals, then what each slot holds (`fill B , A . with A sun B moon`);
+the response is the layout with every slot replaced by its value (`moon , sun .`). Checks: `layout` (the right
+length, every literal in its place) and one per slot (its value in its place). Missing the layout never moves a slot,
+so each check can be met or missed on its own.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from align.core.errors import UserError
+
+from .world import Task, garbage, random_text
+
+SLOTS = ("A", "B", "C")
+KINDS = ("layout", *SLOTS)
+LITERALS = (",", ".", ";", ":", "-", "and", "or", "then")
+VALUES = ("sun", "moon", "river", "tree", "stone", "cloud", "bird", "fish", "road", "house", "rain", "fire")
+HEAD, WITH = "fill", "with"
+VOCABULARY = (HEAD, WITH, *SLOTS, *LITERALS, *VALUES)
+
+
+@dataclass(frozen=True)
+class Form:
+    layout: tuple[str, ...]  # slots and literals, each slot once
+    values: tuple[tuple[str, str], ...]  # (slot, value) in SLOTS order
+
+    def checks(self) -> list[str]:
+        return ["layout"] + [slot for slot, _ in self.values]
+
+
+def sample(rng: random.Random, kinds: tuple[str, ...]) -> Form:
+    """One to three of the enabled slots, distinct values, and one to three literals, in a shuffled layout."""
+    enabled = [slot for slot in SLOTS if slot in kinds]
+    if "layout" not in kinds or not enabled:
+        # The prompt cannot say which checks are off: the layout is always checked, the slots used are.
+        raise UserError(f"data.world.kinds={list(kinds)}: the template task always checks `layout`; keep it, with "
+                        "one or more of the slots A, B, C")
+    slots = sorted(rng.sample(enabled, rng.randint(1, len(enabled))))
+    layout = slots + [rng.choice(LITERALS) for _ in range(rng.randint(1, 3))]
+    rng.shuffle(layout)
+    return Form(tuple(layout), tuple(zip(slots, rng.sample(VALUES, len(slots)))))
+
+
+def render(form: Form, kinds: tuple[str, ...]) -> str:
+    return " ".join([HEAD, *form.layout, WITH, *(token for pair in form.values for token in pair)])
+
+
+def parse(text: str) -> Form:
+    """Inverse of render. Raises ValueError on text that is not a template prompt."""
+    tokens = text.split()
+    if not tokens or tokens[0] != HEAD or WITH not in tokens:
+        raise ValueError(f"not a template prompt (no `{HEAD} ... {WITH} ...`): {text!r}")
+    split = tokens.index(WITH)
+    layout, bound = tuple(tokens[1:split]), tokens[split + 1 :]
+    values = tuple(zip(bound[::2], bound[1::2]))
+    slots = [slot for slot in layout if slot in SLOTS]
+    if len(bound) % 2 or not values or [slot for slot, _ in values] != sorted(slots) or len(set(slots)) < len(slots):
+        raise ValueError(f"not a template prompt (each slot of the layout bound once, in order): {text!r}")
+    return Form(layout, values)
+
+
+def results(form: Form, response: str) -> dict[str, bool]:
+    tokens = response.split()
+    out = {"layout": len(tokens) == len(form.layout)
+           and all(token == item for token, item in zip(tokens, form.layout) if item not in SLOTS)}
+    for slot, value in form.values:
+        at = form.layout.index(slot)
+        out[slot] = at < len(tokens) and tokens[at] == value
+    return out
+
+
+def respond(form: Form, rng: random.Random, meet: dict[str, bool]) -> str:
+    """The filled layout, with the checks marked False in `meet` missed: a slot holds another value; the layout has
+    a literal swapped for another or one token too many at the end."""
+    values = dict(form.values)
+    tokens = [(values[item] if meet[item] else rng.choice([v for v in VALUES if v != values[item]]))
+              if item in SLOTS else item for item in form.layout]
+    if not meet["layout"]:
+        literals = [i for i, item in enumerate(form.layout) if item not in SLOTS]
+        if rng.random() < 0.5:
+            at = rng.choice(literals)
+            tokens[at] = rng.choice([lit for lit in LITERALS if lit != tokens[at]])
+        else:
+            tokens.append(rng.choice(LITERALS + VALUES))
+    return " ".join(tokens)
+
+
+def degenerate(rng: random.Random) -> str:
+    """One literal repeated past any layout's length, or fragments of values."""
+    return garbage(rng, LITERALS, (8, 14), VALUES)
+
+
+def ptx_text(rng: random.Random) -> str:
+    return random_text(rng, VOCABULARY, 3, 24)
+
+
+TASK = Task(name="template", version=1, kinds=KINDS, sample=sample, render=render, parse=parse,
+            checks=Form.checks, respond=respond, degenerate=degenerate, results=results, ptx_text=ptx_text)
+gold_score = TASK.score  # data.judge=tiny_world.template
+gold_details = TASK.details

@@ -78,3 +78,11 @@ def test_ppo_with_lora_runs_and_saves_a_plain_model(rm_ready, tiny_data_root):
     saved = load_file(run_dir / "final" / "model.safetensors")
     assert not any("lora" in key for key in saved)  # merged: plain transformers loads it without peft
     assert AutoModelForCausalLM.from_pretrained(run_dir / "final").config.model_type == "gpt2"
+
+
+def test_no_prompt_within_max_prompt_tokens_is_a_clear_error_not_a_hang(rm_ready, tiny_data_root):
+    # The prompt queue used to refill from an empty list forever (issue 18).
+    result = run_module("align.ppo", "+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}",
+                        "ppo.max_prompt_tokens=4", "variant=no-prompt-fits", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "ppo.max_prompt_tokens=4" in result.stderr and "Traceback" not in result.stderr

@@ -171,8 +171,8 @@ def test_each_step_starts_from_zero_gradients_and_the_schedule_steps_once(setup)
 
 
 def test_the_update_moves_policy_and_value_towards_their_objectives(setup):
-    """Several epochs on one batch: the clipped objective's advantage-weighted log-probability rises and the value
-    error to the returns falls."""
+    """Several epochs on one batch: the clipped objective's advantage-weighted log-probability rises and the clipped
+    value loss to the returns falls."""
     batch = ppo_step.shape(scored(setup), kl_coef=0.1, ppo=setup["ppo"])
     model, pad, C = setup["model"], setup["pad"], batch.context_length
 
@@ -181,11 +181,13 @@ def test_the_update_moves_policy_and_value_towards_their_objectives(setup):
             logits, all_values = model(batch.query_responses, pad, C)
         logprobs = response_logprobs(logits, batch.responses, setup["ppo"].temperature)
         gain = L.masked_mean(batch.advantages * logprobs, batch.mask)
-        value_error = L.masked_mean((response_values(all_values, C) - batch.returns) ** 2, batch.mask)
+        # the clipped value loss the update minimises: its unclipped error alone may rise where clipping holds
+        value_error, _ = L.value_loss(response_values(all_values, C), batch.values, batch.returns, batch.mask,
+                                      setup["ppo"].cliprange_value)
         return gain.item(), value_error.item()
 
     gain_before, error_before = objectives()
-    optimise(setup, batch, lr=3e-3, ppo_epochs=4)
+    optimise(setup, batch, lr=3e-5, ppo_epochs=4)  # small steps descend; Adam's first steps at 1e-3 overshoot here
     gain_after, error_after = objectives()
     assert gain_after > gain_before and error_after < error_before
 

@@ -23,9 +23,21 @@ def test_pad_is_distinct_from_eos_and_eos_ends_a_turn(tokenizer):
 def test_template_round_trip(tokenizer):
     text = tokenizer.apply_chat_template(MESSAGES, tokenize=False)
     ids = tokenizer.apply_chat_template(MESSAGES, tokenize=True, return_dict=True)["input_ids"]
-    assert tokenizer.decode(ids) == text
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids
     assert text.count(IM_END) == len(MESSAGES)
+
+
+def test_a_word_is_one_token_wherever_it_stands_and_a_response_decodes_to_itself(tokenizer):
+    # The tiny tokenizer gives the first word of a turn its leading-space token too, so "start with X" copies the
+    # prompt's token; the space it adds is not part of the decoded response the judge reads.
+    prompt = tokenizer.apply_chat_template(MESSAGES[:1], tokenize=True, add_generation_prompt=True,
+                                           return_dict=True)["input_ids"]
+    full = tokenizer.apply_chat_template(MESSAGES[:2], tokenize=True, return_dict=True)["input_ids"]
+    response = full[len(prompt):-1]
+    assert full[:len(prompt)] == prompt and full[-1] == tokenizer.eos_token_id
+    assert response[0] == tokenizer("words 3 start sun", add_special_tokens=False)["input_ids"][-1]  # `sun` as asked
+    assert len(response) == 3
+    assert tokenizer.decode(response) == "sun good moon"
 
 
 def test_generation_prompt_is_a_prefix_of_the_full_conversation(tokenizer):
@@ -49,10 +61,11 @@ def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_ro
                          processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-    trained = [tokenizer.decode([i]) for i, label in zip(ids, labels) if label != -100]
+    trained = [i for i, label in zip(ids, labels) if label != -100]
     assert all(label in (-100, i) for i, label in zip(ids, labels))
-    assert "".join(trained) == "sun good moon" + IM_END + "the bird moon" + IM_END
-    assert trained.count(IM_END) == 2  # each assistant EOS is a label: the model learns to stop
+    answers = [tokenizer(m["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+               for m in MESSAGES if m["role"] == "assistant"]
+    assert trained == answers[0] + answers[1]  # each assistant EOS is a label: the model learns to stop
 
 
 @pytest.mark.parametrize("packing", [False, True])

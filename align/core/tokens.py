@@ -52,12 +52,16 @@ def add_chat_tokens(tokenizer):
 
 def train_tiny_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> None:
     """Train a byte-level BPE on `texts` (deterministic for the same texts) and save it with the chat tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
+    # Every word gets its leading-space token, the first of a line too (a line break is a piece of its own): the
+    # word a response starts with is then the same token as that word in the prompt, so copying it is looking up,
+    # not learning a second embedding (docs/ablations.md). The decoder drops the one space this adds to a text.
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex("\n"), "isolated"), pre_tokenizers.ByteLevel(add_prefix_space=True)])
+    bpe.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -58,7 +58,7 @@ def ptx_text(rng: random.Random) -> str:
 
 TASK = Task(
     name="words",
-    version=3,  # bump whenever the words files change; it is the package's VERSION, in every world's recipe
+    version=3,  # bump whenever the words files change
     kinds=KINDS,
     sample=sample_constraints,
     render=render_prompt,

@@ -206,6 +206,7 @@ def train(cfg: Config) -> dict:
         # 5. optimise: ppo_epochs x minibatches of clipped policy + clipped value loss (+ ptx); the lr schedule
         update_start = time.perf_counter()
         score_s = update_start - score_start
+        lr = scheduler.get_last_lr()[0]  # this update's: optimise steps the schedule for the next one
         stats = ppo_step.optimise(model, optimizer, scheduler, accelerator, batch, ppo, pad_id, sampling, ptx_stream,
                                   partial(require_finite, run_dir=run_dir, step=update, unit="PPO update"))
 
@@ -226,12 +227,12 @@ def train(cfg: Config) -> dict:
             "ptx/loss": torch.stack([st["ptx_loss"] for st in stats]).mean(),
         }
         metrics = {k: accelerator.reduce(v.float().to(accelerator.device), "mean").item() for k, v in metrics.items()}
+        metrics.update({"kl_coef": kl_coef, "lr": lr, "time/rollout_s": rollout_s,
+                        "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
+                        "episodes": update * ppo.batch_size * world})
         if ppo.adaptive_kl:  # on the KL of all ranks, so that every rank keeps the same coefficient
             kl_coef = L.adaptive_kl_coef(kl_coef, metrics["objective/kl"], ppo.kl_target, ppo.kl_horizon,
                                          ppo.batch_size * world)
-        metrics.update({"kl_coef": kl_coef, "lr": scheduler.get_last_lr()[0], "time/rollout_s": rollout_s,
-                        "time/score_s": score_s, "time/update_s": time.perf_counter() - update_start,
-                        "episodes": update * ppo.batch_size * world})
         if ppo.gold_eval_every and (update % ppo.gold_eval_every == 0 or update == num_updates):
             # The gold judge along training next to the proxy score, for the over-optimisation curve (Gao et al.
             # 2022); sample() restores the RNG state, so this leaves the run's own sampling untouched.

@@ -34,6 +34,8 @@ def test_ppo_beats_sft_on_the_gold_judge(rm_ready):
     rows = updates(run_dir)
     assert len(rows) == metrics["updates"]
     assert rows[0]["objective/kl"] < rows[-1]["objective/kl"]  # the policy moved away from the reference
+    # each row logs the learning rate its update used: the tiny experiment's 3e-4 first, decaying linearly, never 0
+    assert rows[0]["lr"] == pytest.approx(3e-4) and 0 < rows[-1]["lr"] < rows[0]["lr"]
     assert (run_dir / "final" / "model.safetensors").exists()
 
 

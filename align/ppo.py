@@ -38,7 +38,7 @@ from align.core.config import Config
 from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.core.records import read_records
-from align.core.tokens import chat_ids
+from align.core.tokens import chat_ids, never_sampled
 from align.runtime.distributed import (
     barrier,
     deepspeed_settings,
@@ -87,7 +87,7 @@ def train(cfg: Config) -> dict:
                                    cfg.data.ptx_train if ppo.ptx_coef > 0 else None])
     task_judge = check_judge(cfg.data)  # tried on the held-out prompts before any model is loaded
     tokenizer = load_tokenizer(cfg.model, path=ppo.policy_init)
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad_id, eos_id, never = tokenizer.pad_token_id, tokenizer.eos_token_id, never_sampled(tokenizer)
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
     rendered = [(chat_ids(tokenizer, r["prompt"], generation_prompt=True), r["prompt"][-1]["content"])
                 for r in prompt_records]
@@ -188,7 +188,8 @@ def train(cfg: Config) -> dict:
         mine = next_prompts()
         queries = left_pad([prompts[i] for i in mine], pad_id)[0].to(accelerator.device)
         with unwrapped_for_generation(model, unwrapped_model, accelerator) as unwrapped:
-            sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, ppo.response_tokens, ppo.temperature)
+            sampled = sample_responses(unwrapped.policy, queries, pad_id, eos_id, ppo.response_tokens, ppo.temperature,
+                                       never)
         rollout_s = time.perf_counter() - start
 
         # 2. score: old logprobs and values, reference logprobs, RM score at the EOS (or the judge's); the EOS trick

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
+from align.core.tokens import never_sampled
 from align.modeling.forward import entropy, lm_logits, position_ids, response_logprobs
 from align.modeling.models import disable_dropout, load_reward_model
 from align.modeling.reward_model import reward_at_eos
@@ -112,15 +113,17 @@ def test_sampler_draws_each_token_from_the_teacher_forced_distribution(world, de
     if decoder.endswith("eager attention"):
         policy = copy.deepcopy(policy)
         policy.set_attn_implementation("eager")
+    never = never_sampled(world["tokenizer"])
     torch.manual_seed(5)
-    sampled = sample_responses(policy, queries, pad, eos, 20, TEMPERATURE)
+    sampled = sample_responses(policy, queries, pad, eos, 20, TEMPERATURE, never)
     torch.manual_seed(5)
     sequence, ended, replayed = queries, torch.zeros(len(queries), dtype=torch.bool), []
     for _ in range(sampled.shape[1]):
         with torch.no_grad():
             logits = lm_logits(policy, sequence, pad)[:, -1]
-        drawn = inverse_cdf_sample(torch.softmax(logits / TEMPERATURE, -1), torch.rand(len(queries),
-                                                                                        dtype=torch.float64))
+        probs = torch.softmax(logits / TEMPERATURE, -1)
+        probs[:, never] = 0.0
+        drawn = inverse_cdf_sample(probs, torch.rand(len(queries), dtype=torch.float64))
         token = torch.where(ended, pad, drawn)
         replayed.append(token)
         ended |= token == eos
@@ -277,3 +280,28 @@ def test_lora_starts_at_the_sft_model_and_its_reference_stays_there(world):
     assert torch.equal(reference_logits, sft_logits)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "score" in n for n in trainable)
+
+
+def test_no_sampler_draws_the_pad_or_the_start_of_turn_token(world):
+    """A policy that puts almost all its mass on the pad and <|im_start|> still samples neither, in PPO's sampler or
+    in the evaluation's (which chat uses): a pad inside a response would be a loss token that every forward pass
+    treats as padding."""
+    from align.core.tokens import IM_START
+    from align.evaluation.sampling import sample
+
+    tokenizer = world["tokenizer"]
+    pad, eos, never = tokenizer.pad_token_id, tokenizer.eos_token_id, never_sampled(tokenizer)
+    assert never == sorted([pad, tokenizer.convert_tokens_to_ids(IM_START)])
+    policy = copy.deepcopy(world["model"].policy)
+    with torch.no_grad():  # every position's final hidden state about e_0, and e_0 picks the never-sampled tokens
+        policy.transformer.ln_f.weight.mul_(0.01)
+        policy.transformer.ln_f.bias.zero_()
+        policy.transformer.ln_f.bias[0] = 1.0
+        policy.lm_head.weight[never, 0] = 40.0
+    torch.manual_seed(0)
+    sampled = sample_responses(policy, world["queries"], pad, eos, 12, TEMPERATURE, never)
+    responses, mask = L.truncate_after_eos(sampled, eos, pad)
+    assert not torch.isin(responses[mask.bool()], torch.tensor(never)).any()
+    prompts = [[{"role": "user", "content": "words 3 start sun end any"}]] * 8
+    for completion in sample(policy, tokenizer, prompts, 12, TEMPERATURE, batch_size=8, seed=0):
+        assert not set(completion.response_ids) & set(never)

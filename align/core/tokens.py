@@ -38,6 +38,15 @@ def chat_ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -
                                          return_dict=True)["input_ids"]
 
 
+def never_sampled(tokenizer) -> list[int]:
+    """Token ids no sampler may draw: the pad (a pad inside a response would count as a response token in the loss
+    yet be dropped from every forward pass) and the chat's start-of-turn token (a model never starts a turn inside its
+    own answer). Both are never training labels, so a trained model gives them almost no probability anyway."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.pad_token_id] + ([vocab[IM_START]] if IM_START in vocab else [])
+    return sorted({i for i in ids if i is not None and i != tokenizer.eos_token_id})
+
+
 def add_chat_tokens(tokenizer):
     """Give a GPT-2-style tokenizer the ChatML turn tokens, a distinct pad, eos = end of turn and the template."""
     missing = [t for t in (IM_START, IM_END, PAD) if t not in tokenizer.get_vocab()]

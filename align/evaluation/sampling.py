@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from align.core.tokens import chat_ids
+from align.core.tokens import chat_ids, never_sampled
 from align.modeling.forward import left_pad
 
 
@@ -45,6 +45,7 @@ def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, tem
                     top_p=1.0 if temperature > 0 else None,
                     eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=tokenizer.pad_token_id,
+                    suppress_tokens=never_sampled(tokenizer) or None,
                 )
             for prompt_ids, row in zip(batch, out[:, width:].tolist()):
                 ended = tokenizer.eos_token_id in row

@@ -45,9 +45,10 @@ class TransformersDecoder:
 
 @torch.no_grad()
 def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_new_tokens: int,
-                     temperature: float) -> torch.Tensor:
-    """(B, T <= max_new_tokens) tokens sampled from softmax(logits / temperature), from torch's global random
-    stream; after a row's EOS only pad. Stops once every row has ended."""
+                     temperature: float, never: list[int] = ()) -> torch.Tensor:
+    """(B, T <= max_new_tokens) tokens sampled from softmax(logits / temperature) without the `never` tokens
+    (core.tokens.never_sampled: the pad and the start-of-turn token), from torch's global random stream; after a
+    row's EOS only pad. Stops once every row has ended."""
     attention_mask = (queries != pad_id).long()
     positions = position_ids(attention_mask)
     prefill = lm(input_ids=queries, attention_mask=attention_mask, position_ids=positions, use_cache=True,
@@ -61,6 +62,7 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
     tokens = []
     for step in range(max_new_tokens):
         probs = torch.softmax(logits.float() / temperature, dim=-1)
+        probs[:, never] = 0.0  # inverse_cdf_sample renormalises, and never draws a zero-probability token
         uniforms = torch.rand(batch, dtype=torch.float64, device=queries.device)
         next_tokens = torch.where(unfinished, inverse_cdf_sample(probs, uniforms), pad_id)
         tokens.append(next_tokens)

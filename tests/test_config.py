@@ -55,6 +55,22 @@ def test_typo_through_the_real_entry_point_fails_before_any_work(tmp_path):
     assert not (tmp_path / "tiny" / "sft" / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("override", ["ppo.kl_coef=-1", "sft.lr=-1", "sft.batch_size=0", "sft.max_length=0",
+                                      "ppo.response_tokens=0", "ppo.num_minibatches=0", "ppo.batch_size=0",
+                                      "ppo.temperature=0", "ppo.gamma=1.5", "rm.epochs=0", "eval.batch_size=-4"])
+def test_a_number_out_of_its_range_fails_naming_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(UserError, match=rf"at key '{re.escape(key)}'"):
+        load(compose(["+experiment=tiny", override], stage="ppo"))
+
+
+def test_an_out_of_range_number_through_the_real_entry_point_fails_before_any_work(tmp_path):
+    result = run_module("align.ppo", "+experiment=tiny", f"paths.root={tmp_path}", "ppo.kl_coef=-1", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "ppo.kl_coef" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "tiny" / "ppo-baseline" / "metrics.jsonl").exists()
+
+
 def test_stage_paths_are_fixed_and_readable():
     config = tiny_config("paths.root=/runs", "paths.data=/data")
     assert config.paths.sft == "/runs/tiny/sft"

@@ -304,7 +304,45 @@ def load(cfg: DictConfig) -> Config:
         if name in ("", ".", "..") or "/" in name or "\\" in name:
             raise UserError(f"invalid config at key {key!r}: {name!r} names a directory, so it must be a plain name "
                             f"(no '/', not '.' or '..')")
+    check_ranges(config)
     return config
+
+
+POSITIVE = ("sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
+            "rm.lr", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length",
+            "ppo.total_episodes", "ppo.batch_size", "ppo.num_minibatches", "ppo.ppo_epochs", "ppo.lr", "ppo.adam_eps",
+            "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
+            "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
+            "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
+            "chat.max_new_tokens")
+NON_NEGATIVE = ("sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef", "ppo.ptx_coef",
+                "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
+                "chat.temperature")
+FRACTIONS = ("sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam", "data.world.demonstrator_p",
+             "data.world.label_noise", "data.world.degenerate_fraction")
+
+
+def check_ranges(config: Config) -> None:
+    """Numbers outside their meaningful range stop the run before any work, naming the key: a negative KL coefficient
+    would reward divergence, a zero batch size fails deep inside a library after the model has loaded."""
+
+    def value(key: str):
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part) if node is not None else None
+        return node
+
+    for keys, ok, expected in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+                               (FRACTIONS, lambda v: 0 <= v <= 1, "between 0 and 1")):
+        for key in keys:
+            v = value(key)
+            if v is not None and not ok(v):  # None: a section this config does not have (data.world)
+                raise UserError(f"invalid config at key {key!r}: {v} must be {expected}")
+    for stage in ("sft", "rm"):
+        settings = value(stage)
+        if settings.epochs <= 0 and settings.max_steps <= 0:
+            raise UserError(f"invalid config at key '{stage}.epochs': {settings.epochs} must be > 0 "
+                            f"(or set {stage}.max_steps > 0)")
 
 
 def to_yaml(config: Config) -> str:

@@ -26,6 +26,7 @@ from align.core.records import read_records
 from align.core.tokens import train_tiny_tokenizer
 from data_prep.mixture import KIND, texts
 from data_prep.prepare import MANIFEST, build, build_dir, evaluation_prompts
+from data_prep.writing import digest
 
 
 def main(argv: list[str]) -> None:
@@ -65,10 +66,12 @@ def build_one(args) -> Path:
     eval_prompts = {}
     for directory in args.decontaminate:
         eval_prompts.update(evaluation_prompts(directory, directory.name))
+    local = Path(args.input)
     recipe = {"prepare": args.module, "source": args.input, "split": args.split, "eval_size": args.eval_size,
-              "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1)}
+              "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1),
+              "input_sha256": digest(local) if local.is_file() else None}  # an edited input is noticed, never reused
     return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
-                                                           eval_prompts), args.module)
+                                                           eval_prompts), args.module, remedy="or choose another --out")
 
 
 def train_tokenizer(directory: Path, vocab_size: int) -> Path:

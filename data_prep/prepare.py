@@ -96,13 +96,17 @@ def evaluation_prompts(directory: Path, name: str) -> dict[str, str]:
     return {prompt_key(m["content"]): name for r in records for m in r["prompt"] if m["role"] == "user"}
 
 
-def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str) -> Path:
-    """out_dir, made by `make(tmp_dir) -> report` unless a manifest says it is already built from this recipe."""
+def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str, remedy: str = "or set data.dir") -> Path:
+    """out_dir, made by `make(tmp_dir) -> report` unless a manifest says it is already built from this recipe.
+    `remedy`: what else the user can do than delete a directory built from another recipe."""
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
         built_from = json.loads(manifest_path.read_text())["recipe"]
         if built_from != wanted_recipe:
-            raise UserError(f"{out_dir} was prepared from another recipe ({built_from}); delete it or set data.dir")
+            changed = sorted(k for k in {*built_from, *wanted_recipe} if built_from.get(k) != wanted_recipe.get(k))
+            why = (f"from {wanted_recipe.get('source')} before that file changed" if changed == ["input_sha256"] else
+                   f"from another recipe ({', '.join(f'{k}: {built_from.get(k)!r}' for k in changed)})")
+            raise UserError(f"{out_dir} was prepared {why}: delete it to rebuild, {remedy}")
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         return out_dir  # files without a manifest: the user's own data, used as they are

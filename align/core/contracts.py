@@ -6,10 +6,27 @@ Each check returns None for a good record, or (field, problem) naming the first 
 
 from __future__ import annotations
 
+import math
+import re
+
 Problem = tuple[str, str] | None
 ROLES = ("system", "user", "assistant")
 EMPTY = "is empty or whitespace"
 OUT_OF_ORDER = "out of order"
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width characters: text made of them alone is empty
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """What makes a string unusable as a turn or a text: empty, or characters that are not valid Unicode text (a lone
+    UTF-16 surrogate, which no file can be written with; a NUL)."""
+    if not text.strip().strip(INVISIBLE).strip():
+        return EMPTY
+    if (found := SURROGATE.search(text)) is not None:
+        return f"contains a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), which is not valid Unicode"
+    if "\x00" in text:
+        return "contains a NUL character"
+    return None
 
 
 def check_messages(messages, field: str, last_role: str | None) -> Problem:
@@ -26,8 +43,8 @@ def check_messages(messages, field: str, last_role: str | None) -> Problem:
             return f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"
         if not isinstance(content, str):
             return f"{where}.content", f"must be a string, got {type(content).__name__}"
-        if not content.strip():
-            return f"{where}.content", EMPTY
+        if (problem := text_problem(content)) is not None:
+            return f"{where}.content", problem
         if role == "system" and i == 0:
             continue
         if role != expected:
@@ -58,8 +75,11 @@ def check_pair(record: dict) -> Problem:
             if problem is not None:  # name the field of the reply, not of the concatenation
                 problem = (side, problem[1])
     margin = record.get("margin")
-    if problem is None and margin is not None and not isinstance(margin, (int, float)):
-        return "margin", f"must be a number, got {type(margin).__name__}"
+    if problem is None and margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+            return "margin", f"must be a number, got {type(margin).__name__}"
+        if not math.isfinite(margin):
+            return "margin", f"must be a finite number, got {margin}"
     return problem
 
 
@@ -67,8 +87,8 @@ def check_text(record: dict) -> Problem:
     text = record.get("text")
     if not isinstance(text, str):
         return "text", f"must be a string, got {type(text).__name__}"
-    if not text.strip():
-        return "text", EMPTY
+    if (problem := text_problem(text)) is not None:
+        return "text", problem
     return None
 
 

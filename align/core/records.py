@@ -24,24 +24,41 @@ class ReadReport:
     first_problems: list[str] = field(default_factory=list)  # the first few, in full, for the log
 
 
+def parse_line(raw: bytes, first: bool, check) -> tuple[dict | None, tuple[str, str] | None]:
+    """One JSONL line: (record, None), or (None, (field, problem)) for bytes that are not a good record."""
+    try:
+        # a byte-order mark (what some Windows editors write first) is not part of the first record
+        line = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as error:
+        return None, ("(line)", f"invalid UTF-8 at byte {error.start + 1} of the line")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, ("(line)", f"invalid JSON: {error.msg} at column {error.colno}")
+    except RecursionError:
+        return None, ("(line)", "JSON nested too deeply")
+    if not isinstance(record, dict):
+        return None, ("(record)", "must be a JSON object")
+    problem = check(record)
+    return (record, None) if problem is None else (None, problem)
+
+
 def read_records(path: str | Path, kind: str, on_bad_record: str) -> tuple[list[dict], ReadReport]:
     """Records of `kind` (a key of contracts.CHECKS) from a JSONL file."""
     if on_bad_record not in ("error", "drop"):
         raise UserError(f"data.on_bad_record must be 'error' or 'drop', got {on_bad_record!r}")
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: name a JSONL data file in it")
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     check = CHECKS[kind]
     records, report = [], ReadReport(str(path))
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-                problem = ("(record)", "must be a JSON object") if not isinstance(record, dict) else check(record)
-            except json.JSONDecodeError as error:
-                problem = ("(line)", f"invalid JSON: {error.msg} at column {error.colno}")
+            record, problem = parse_line(raw, line_no == 1, check)
             if problem is None:
                 records.append(record)
                 continue

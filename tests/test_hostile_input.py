@@ -1,0 +1,115 @@
+"""Hostile input to the stages' record reader: every case ends in a named error (file, line, field) or a counted drop,
+never a traceback or a silent acceptance. One row per case: the bytes of a line, and what the reader must say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from align.core.errors import UserError
+from align.core.records import read_records
+
+GOOD_PAIR = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "assistant", "content": "go away"}]}
+GOOD_SFT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def line(record: dict) -> bytes:
+    return json.dumps(record).encode() + b"\n"
+
+
+def sft_with(content: str) -> bytes:
+    # json.dumps escapes what it cannot write as UTF-8 (a lone surrogate becomes "\ud800"), as a scraper's JSON would
+    return line({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]})
+
+
+CASES = [  # (name, kind, bad line, the message's field and problem)
+    ("invalid UTF-8", "sft", b'{"messages": "\xff\xfe"}\n', "(line): invalid UTF-8 at byte 15"),
+    ("lone surrogate", "sft", sft_with("ok \ud800"), "messages[1].content: contains a lone UTF-16 surrogate"),
+    ("zero-width spaces only", "sft", sft_with("\u200b\u200b"), "messages[1].content: is empty or whitespace"),
+    ("escaped NUL", "sft", sft_with("a\x00b"), "messages[1].content: contains a NUL character"),
+    ("margin NaN", "pair", line({**GOOD_PAIR, "margin": float("nan")}), "margin: must be a finite number, got nan"),
+    ("margin Infinity", "pair", line({**GOOD_PAIR, "margin": float("inf")}), "margin: must be a finite number"),
+    ("margin true", "pair", line({**GOOD_PAIR, "margin": True}), "margin: must be a number, got bool"),
+    ("deeply nested JSON", "sft", b"[" * 100_000 + b"]" * 100_000 + b"\n", "(line): JSON nested too deeply"),
+    ("not an object", "sft", b"[1, 2]\n", "(record): must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "bad", "message"), CASES, ids=[c[0] for c in CASES])
+def test_a_bad_line_is_named_or_dropped_and_counted(tmp_path, name, kind, bad, message):
+    good = line(GOOD_SFT if kind == "sft" else GOOD_PAIR)
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(good + bad + good)
+    with pytest.raises(UserError, match="malformed") as error:
+        read_records(path, kind, "error")
+    assert f"{path}:2: {message}" in str(error.value)
+    records, report = read_records(path, kind, "drop")
+    assert len(records) == 2 and sum(report.dropped.values()) == 1
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + line(GOOD_SFT) + line(GOOD_SFT))
+    records, report = read_records(path, "sft", "error")
+    assert len(records) == 2 and not report.dropped
+
+
+def test_a_directory_given_as_data_is_named_as_such(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        read_records(tmp_path, "sft", "error")
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+                                                                   max_size=4), bom=st.booleans())
+def test_property_a_corrupted_file_ends_in_a_named_error_or_a_counted_drop(tmp_path_factory, cut, flips, bom):
+    """Truncation, byte flips (invalid UTF-8, broken JSON, wrong types) and a BOM: the reader keeps good records,
+    counts every dropped line, and raises nothing but a UserError."""
+    data = bytearray((b"\xef\xbb\xbf" if bom else b"") + b"".join(line(GOOD_SFT) for _ in range(5)))
+    for position, byte in flips:
+        data[position % len(data)] = byte
+    path = tmp_path_factory.mktemp("corrupt") / "data.jsonl"
+    path.write_bytes(bytes(data[: max(cut, 1)]))
+    lines = [raw for raw in bytes(data[: max(cut, 1)]).split(b"\n") if raw.strip()]
+    try:
+        records, report = read_records(path, "sft", "drop")
+    except UserError as error:
+        assert "no usable sft records" in str(error)
+        return
+    assert len(records) + sum(report.dropped.values()) == len(lines)
+
+
+def test_an_edited_input_is_never_answered_with_the_old_build(tmp_path):
+    """`python -m data_prep MODULE FILE --out DIR` again after FILE changed: a refusal naming the file, not the old
+    records with exit 0."""
+    from helpers import run_module
+
+    source, out = tmp_path / "alpaca.json", tmp_path / "out"
+    source.write_text(json.dumps([{"instruction": "say hi", "input": "", "output": "hi there"}]))
+    assert run_module("data_prep", "alpaca", str(source), "--out", str(out)).returncode == 0
+    assert run_module("data_prep", "alpaca", str(source), "--out", str(out)).returncode == 0  # unchanged: reused
+    source.write_text(json.dumps([{"instruction": "say hi", "input": "", "output": "hi there"},
+                                  {"instruction": "say yo", "input": "", "output": "yo"}]))
+    result = run_module("data_prep", "alpaca", str(source), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"from {source} before that file changed" in result.stderr and "--out" in result.stderr
+    assert "Traceback" not in result.stderr and len((out / "sft.train.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_lone_surrogate_is_dropped_by_data_prep_and_named_in_strict_mode(tmp_path):
+    from helpers import run_module
+
+    source = tmp_path / "alpaca.json"
+    source.write_text('[{"instruction": "say hi", "input": "", "output": "hi \\ud800"},'
+                      ' {"instruction": "say yo", "input": "", "output": "yo"}]')
+    strict = run_module("data_prep", "alpaca", str(source), "--out", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 2 and f"{source}:1: messages[1].content: contains a lone UTF-16" in strict.stderr
+    assert not any(p.name.startswith("strict") for p in tmp_path.iterdir())  # no partial directory left behind
+    lenient = run_module("data_prep", "alpaca", str(source), "--out", str(tmp_path / "out"))
+    assert lenient.returncode == 0, lenient.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["out"] == {"sft.train.jsonl": 1} and manifest["counts"]["dropped"] == {"schema": 1}

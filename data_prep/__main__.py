@@ -61,7 +61,14 @@ def build_one(args) -> Path:
 
     from data_prep.convert import build as convert
 
-    module = importlib.import_module(f"data_prep.{args.module}")
+    module = source_module(args.module)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file: name a new or empty directory")
+    if args.out.is_dir() and any(args.out.iterdir()) and not (args.out / MANIFEST).is_file():
+        raise UserError(f"--out {args.out} holds files data_prep did not write (no {MANIFEST}): name a new or empty "
+                        "directory")
+    if args.eval_size < -1:
+        raise UserError(f"--eval-size {args.eval_size}: give a count >= 0, or -1 for all")
     source = SimpleNamespace(source=args.input, split=args.split, eval_size=args.eval_size)
     eval_prompts = {}
     for directory in args.decontaminate:
@@ -72,6 +79,23 @@ def build_one(args) -> Path:
               "input_sha256": digest(local) if local.is_file() else None}  # an edited input is noticed, never reused
     return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
                                                            eval_prompts), args.module, remedy="or choose another --out")
+
+
+def source_module(name: str):
+    """data_prep.<name>, the converter of one public dataset."""
+    def converter(stem: str):
+        try:
+            module = importlib.import_module(f"data_prep.{stem}")
+        except ImportError:
+            return None
+        return module if hasattr(module, "LICENSE") else None  # every converter states its data's license
+
+    module = converter(name) if name.isidentifier() else None
+    if module is None:
+        known = [p.stem for p in sorted(Path(__file__).parent.glob("*.py")) if not p.stem.startswith("_")]
+        raise UserError(f"unknown data_prep module {name!r}; one of: "
+                        f"{', '.join(stem for stem in known if converter(stem))}")
+    return module
 
 
 def train_tokenizer(directory: Path, vocab_size: int) -> Path:

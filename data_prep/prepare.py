@@ -118,6 +118,9 @@ def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str, remedy: str 
     except UserError as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise UserError(f"{label}: {error}") from None
+    except BaseException:  # a bug or an interrupt: nothing half-built is left behind either
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     files = {p.name: digest(p) for p in sorted(tmp_dir.glob("*.jsonl"))}
     manifest = {"recipe": wanted_recipe, **report, "sha256": files}
     (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

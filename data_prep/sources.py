@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,17 @@ class Source:
 
 def read_source(source: str, split: str) -> Source:
     path = Path(source)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: name the data file in it (JSON, JSONL, .gz or .txt)")
     if path.exists():
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"cannot read {path}: {error.strerror}") from None
         origin = {"source": str(path), "sha256": hashlib.sha256(raw).hexdigest()}
         return Source(str(path), parse_local(path, raw), origin)
+    if path.suffix in LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
+        raise UserError(f"no such file: {path} (a hub dataset is named owner/name, without a file suffix)")
     if not hub_reachable():
         raise UserError(
             f"cannot read dataset {source!r}: it is not a local file and the Hugging Face hub is not reachable from "
@@ -56,10 +64,17 @@ def read_source(source: str, split: str) -> Source:
     return Source(source, rows, {"source": source, "split": split, "revision": revision})
 
 
+LOCAL_SUFFIXES = (".json", ".jsonl", ".gz", ".txt")
+
+
 def parse_local(path: Path, raw: bytes) -> list[Row]:
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:  # not gzip, truncated, or corrupt
+            raise UserError(f"{path}: (file): not a readable gzip file ({error})") from None
         path = path.with_suffix("")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not part of the data
     if path.suffix == ".txt":
         return text_documents(decode(path, raw))
     if path.suffix != ".jsonl" and raw.lstrip().startswith(b"["):  # a .json file holds an array or JSON Lines

@@ -3,6 +3,7 @@ never a traceback or a silent acceptance. One row per case: the bytes of a line,
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -113,3 +114,48 @@ def test_a_lone_surrogate_is_dropped_by_data_prep_and_named_in_strict_mode(tmp_p
     assert lenient.returncode == 0, lenient.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["out"] == {"sft.train.jsonl": 1} and manifest["counts"]["dropped"] == {"schema": 1}
+
+
+ALPACA = json.dumps([{"instruction": "say hi", "input": "", "output": "hi there"}]).encode()
+CLI_CASES = [  # (name, files to make: name -> bytes or None for a directory, arguments, message)
+    ("truncated gzip", {"in.json.gz": gzip.compress(ALPACA)[:20]}, ["alpaca", "in.json.gz", "--out", "out"],
+     "in.json.gz: (file): not a readable gzip file"),
+    ("gz that is not gzip", {"in.json.gz": ALPACA}, ["alpaca", "in.json.gz", "--out", "out"],
+     "not a readable gzip file"),
+    ("a directory as the input", {"in": None}, ["alpaca", "in", "--out", "out"], "in is a directory"),
+    ("a missing input file", {}, ["alpaca", "missing.json", "--out", "out"], "no such file: "),
+    ("an unknown module", {"in.json": ALPACA}, ["nosuch", "in.json", "--out", "out"],
+     "unknown data_prep module 'nosuch'; one of: alpaca"),
+    ("--out naming a file", {"in.json": ALPACA, "out": b"x"}, ["alpaca", "in.json", "--out", "out"],
+     "out is a file: name a new or empty directory"),
+    ("--out a non-empty directory without a manifest", {"in.json": ALPACA, "out": None, "out/mine.txt": b"x"},
+     ["alpaca", "in.json", "--out", "out"], "holds files data_prep did not write"),
+    ("a negative eval size", {"in.json": ALPACA}, ["alpaca", "in.json", "--out", "out", "--eval-size", "-5"],
+     "--eval-size -5"),
+]
+
+
+@pytest.mark.parametrize(("name", "files", "arguments", "message"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_data_prep_refuses_bad_input_by_name_and_leaves_nothing_behind(tmp_path, name, files, arguments, message):
+    from helpers import run_module
+
+    for relative, content in files.items():
+        if content is None:
+            (tmp_path / relative).mkdir()
+        else:
+            (tmp_path / relative).write_bytes(content)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = run_module("data_prep", *(str(tmp_path / a) if a in ("in.json.gz", "in", "missing.json", "in.json", "out")
+                                       else a for a in arguments))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no .tmp directory, no output
+
+
+def test_a_json_array_with_a_byte_order_mark_converts(tmp_path):
+    from helpers import run_module
+
+    (tmp_path / "in.json").write_bytes(b"\xef\xbb\xbf" + ALPACA)
+    result = run_module("data_prep", "alpaca", str(tmp_path / "in.json"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "out" / "sft.train.jsonl").read_text().splitlines()) == 1

@@ -70,6 +70,10 @@ def train(cfg: Config) -> dict:
     if s.normalize_samples > 0:
         reference = reference[: s.normalize_samples]
     judge = check_judge(cfg.data)
+    with_margin = sum("margin" in p for p in train_pairs)
+    if 0 < with_margin < len(train_pairs):  # the dataset's columns come from the first pair: all or none
+        raise UserError(f"{cfg.data.prefs_train}: {with_margin} of {len(train_pairs)} pairs have a margin; give "
+                        "every pair one, or none")
 
     # 2. model: a one-label classifier on the SFT trunk, new head, dropout off
     tokenizer = load_tokenizer(cfg.model, path=s.init_from)

@@ -21,7 +21,10 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.console import print0
+from align.core.errors import UserError
 from align.core.records import read_records
+from align.core.tokens import chat_ids
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
 from align.runtime.runs import MetricsLog, finish_run, run_stage, start_run
 from data_prep.prepare import ensure_prepared
@@ -53,6 +56,18 @@ def train(cfg: Config) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from, cfg.seed)
     set_attention_dropout(model, cfg.sft.attention_dropout)
+    # A conversation cut at max_length would train on a reply without its end of turn: left out and counted, as the
+    # RM does, unless packing cuts rows across conversations by design ("wrapped").
+    too_long = {}
+    if not (cfg.sft.packing and cfg.sft.packing_strategy == "wrapped"):
+        for split, records in (("train", train_records), ("eval", eval_records)):
+            kept = [r for r in records if len(chat_ids(tokenizer, r["messages"])) <= cfg.sft.max_length]
+            too_long[split] = len(records) - len(kept)
+            records[:] = kept
+        if any(too_long.values()):
+            print0(f"left out conversations longer than sft.max_length={cfg.sft.max_length} tokens: {too_long}")
+        if not train_records or not eval_records:
+            raise UserError(f"no conversation fits sft.max_length={cfg.sft.max_length} tokens: {too_long}")
 
     # 3. trainer: loss on assistant tokens only, through the template's {% generation %} markers
     trainer = sft_trainer(
@@ -75,6 +90,7 @@ def train(cfg: Config) -> dict:
                "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})
     metrics["dropped_records"] = {r.path: dict(r.dropped) for r in (train_report, eval_report)}
+    metrics["dropped_too_long"] = too_long
     finish_run(run_dir, metrics_log, trainer.state.global_step, "sft", metrics)
     return metrics
 

@@ -159,3 +159,11 @@ def test_a_json_array_with_a_byte_order_mark_converts(tmp_path):
     result = run_module("data_prep", "alpaca", str(tmp_path / "in.json"), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / "out" / "sft.train.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("rejected", ["hello", "  hello\n", "hello "])
+def test_a_pair_whose_sides_are_the_same_text_is_named(tmp_path, rejected):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(line(GOOD_PAIR) + line({**GOOD_PAIR, "rejected": [{"role": "assistant", "content": rejected}]}))
+    with pytest.raises(UserError, match=f"{path}:2: rejected: is the chosen reply"):
+        read_records(path, "pair", "error")

@@ -47,6 +47,19 @@ def test_rm_without_sft_output_fails_with_a_clear_message(tmp_path, tiny_data_ro
     assert "no model at" in result.stderr and "align.sft" in result.stderr
 
 
+def test_pairs_with_a_margin_and_pairs_without_are_refused_before_training(tmp_path, tiny_data_root, rm_run):
+    # the dataset takes its columns from the first pair: mixed, margins vanish or the collator fails (issue 18)
+    config = tiny_config(f"paths.data={tiny_data_root}")
+    pairs = [json.loads(line) for line in open(config.data.prefs_train)][:4]
+    pairs[2]["margin"] = 1.5
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    result = run_module("align.rm", "+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}",
+                        f"rm.init_from={rm_run.parent / 'sft' / 'final'}", f"data.prefs_train={mixed}", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{mixed}: 1 of 4 pairs have a margin" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
     """A tiny GPT-2 on the HH-RLHF slice through data_prep's converter: accuracy next to the length baseline; then
     align.eval on the slice's held-out prompts, where only the RM judges (no gold judge for real data)."""

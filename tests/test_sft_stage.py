@@ -84,6 +84,25 @@ def test_resume_continues_the_step_count(tmp_path, tiny_data_root):
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 45
 
 
+def test_conversations_longer_than_max_length_are_left_out_and_counted_not_cut(tmp_path, tiny_data_root):
+    # a conversation cut at max_length would train on a reply without its end-of-turn token (issue 18)
+    from align.core.records import read_records
+    from align.core.tokens import chat_ids
+    from align.modeling.models import load_tokenizer
+
+    config = tiny_config(f"paths.data={tiny_data_root}")
+    tokenizer = load_tokenizer(config.model)
+    records, _ = read_records(config.data.sft_train, "sft", "error")
+    lengths = sorted(len(chat_ids(tokenizer, r["messages"])) for r in records)
+    limit = lengths[len(lengths) // 2]
+    result = run_module("align.sft", "+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}",
+                        f"sft.max_length={limit}", "sft.max_steps=2", "sft.eval_steps=1000", "sft.save_steps=1000")
+    assert result.returncode == 0, result.stderr[-3000:]
+    dropped = json.loads((tmp_path / "tiny" / "sft" / "metrics.json").read_text())["dropped_too_long"]
+    assert dropped["train"] == sum(n > limit for n in lengths) > 0
+    assert f"longer than sft.max_length={limit}" in result.stdout
+
+
 def test_packing_runs(tmp_path, tiny_data_root):
     result = run_module("align.sft", "+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}",
                         "sft.packing=true", "sft.max_steps=10", "sft.eval_steps=1000", "sft.save_steps=1000")

@@ -74,6 +74,9 @@ def check_pair(record: dict) -> Problem:
             problem = check_messages(record.get("prompt") + reply, side, last_role="assistant")
             if problem is not None:  # name the field of the reply, not of the concatenation
                 problem = (side, problem[1])
+    if problem is None and " ".join(record["chosen"][0]["content"].split()) == \
+            " ".join(record["rejected"][0]["content"].split()):
+        return "rejected", "is the chosen reply (up to whitespace): the pair prefers nothing"
     margin = record.get("margin")
     if problem is None and margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)):

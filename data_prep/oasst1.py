@@ -2,8 +2,8 @@
 
 Each row is one message (`message_id`, `parent_id` (null for a tree's initial prompt), `role` "prompter" or
 "assistant", `text`, `rank` (0 is the best of its siblings; null if unranked), `deleted`, `review_result`), as in the
-hub dataset `OpenAssistant/oasst1` (splits train, validation). Deleted messages and those that failed review are left
-out, and so is everything below them.
+hub dataset `OpenAssistant/oasst1` (splits train, validation). Deleted messages, those that failed review and
+model-written (`synthetic`) ones are left out, and so is everything below them.
 
 - SFT: one conversation per tree, from the initial prompt down the best-ranked reply at every step (the first one
   given when none is ranked) until no reply is left; a trailing user turn is cut.
@@ -22,22 +22,29 @@ from data_prep.sources import Row
 
 LICENSE = "Apache-2.0"
 HUB = "OpenAssistant/oasst1"
-VERSION = 1
+VERSION = 2  # 2: synthetic messages left out, integral float ranks read
 ROLE = {"prompter": "user", "assistant": "assistant"}
 
 
 def read_message(record: object) -> dict:
     if not isinstance(record, dict):
         raise Bad("(record)", "must be a JSON object")
+    if "message_tree_id" in record and "prompt" in record and "message_id" not in record:
+        raise Bad("(record)", "is a whole message tree (OASST's *.trees.jsonl export): convert the flat message "
+                  "export (*.messages.jsonl, or the hub dataset OpenAssistant/oasst1), one message per line")
     message = {key: text_field(record, key) for key in ("message_id", "role", "text")}
     message["parent_id"] = text_field(record, "parent_id", optional=True) or None
     if message["role"] not in ROLE:
         raise Bad("role", f"must be 'prompter' or 'assistant', got {message['role']!r}")
     rank = record.get("rank")
+    if isinstance(rank, float) and rank.is_integer():  # 0.0: what a pandas export writes for an integer with nulls
+        rank = int(rank)
     if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool)):
-        raise Bad("rank", f"must be an integer or null, got {type(rank).__name__}")
+        raise Bad("rank", f"must be an integer or null, got {rank!r}")
     message["rank"] = rank
-    message["excluded"] = record.get("deleted") is True or record.get("review_result") is False
+    # model-written messages (synthetic) are not human demonstrations or judgements
+    message["excluded"] = (record.get("deleted") is True or record.get("review_result") is False
+                           or record.get("synthetic") is True)
     return message
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
+
+from align.core.errors import UserError
 from data_prep import dolly, oasst1, tldr, ultrafeedback
 from data_prep.convert import build
 
@@ -72,6 +75,22 @@ def test_oasst1_wrong_role_order_is_dropped_with_its_line(tmp_path):
     assert counts["dropped"] == {"role_order": 1}
     dropped = json.loads((tmp_path / "out" / "dropped.jsonl").read_text())
     assert dropped["line"] == 3 and dropped["field"] == "messages[1].role"
+
+
+def test_oasst1_reads_pandas_float_ranks_and_leaves_out_model_written_messages(tmp_path):
+    tree = [message("p", None, "prompter", "Hi"), message("a0", "p", "assistant", "Hello!", rank=0.0),
+            message("a1", "p", "assistant", "Go away.", rank=1.0),
+            message("bot", "p", "assistant", "I am a model.", rank=None, synthetic=True)]
+    counts, files = run(oasst1, tmp_path, tree)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in files["prefs.train.jsonl"]] == \
+        [("Hello!", "Go away.")]
+    assert counts["dropped"] == {"excluded": 1}
+
+
+def test_oasst1_tree_export_is_refused_with_a_hint(tmp_path):
+    tree = {"message_tree_id": "t1", "tree_state": "ready_for_export", "prompt": message("p", None, "prompter", "Hi")}
+    with pytest.raises(UserError, match=r"\*\.trees\.jsonl export\): convert the flat message export"):
+        run(oasst1, tmp_path, [tree, tree])
 
 
 def test_ultrafeedback_binarized_gives_a_pair_and_a_demonstration_and_drops_ties(tmp_path):

@@ -322,9 +322,16 @@ FRACTIONS = ("sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam", "dat
              "data.world.label_noise", "data.world.degenerate_fraction")
 
 
+CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),
+           "ppo.reward": ("rm", "judge"), "ppo.lr_schedule": ("linear", "constant"), "ppo.kl_estimator": ("k1", "k3"),
+           "ppo.missing_eos_mode": ("replace", "subtract", "none"),
+           "sft.packing_strategy": ("bfd", "bfd_split", "wrapped")}
+
+
 def check_ranges(config: Config) -> None:
-    """Numbers outside their meaningful range stop the run before any work, naming the key: a negative KL coefficient
-    would reward divergence, a zero batch size fails deep inside a library after the model has loaded."""
+    """Numbers outside their meaningful range, and names outside their choices, stop the run before any work, naming
+    the key: a negative KL coefficient would reward divergence, a zero batch size fails deep inside a library after
+    the model has loaded, and a misspelt schedule would quietly be another one."""
 
     def value(key: str):
         node = config
@@ -338,6 +345,9 @@ def check_ranges(config: Config) -> None:
             v = value(key)
             if v is not None and not ok(v):  # None: a section this config does not have (data.world)
                 raise UserError(f"invalid config at key {key!r}: {v} must be {expected}")
+    for key, allowed in CHOICES.items():
+        if value(key) not in allowed:
+            raise UserError(f"invalid config at key {key!r}: {value(key)!r} is not one of {', '.join(allowed)}")
     for stage in ("sft", "rm"):
         settings = value(stage)
         if settings.epochs <= 0 and settings.max_steps <= 0:

@@ -25,12 +25,15 @@ class ReadReport:
 
 
 def parse_line(raw: bytes, first: bool, check) -> tuple[dict | None, tuple[str, str] | None]:
-    """One JSONL line: (record, None), or (None, (field, problem)) for bytes that are not a good record."""
+    """One JSONL line: (record, None); (None, (field, problem)) for bytes that are not a good record; (None, None)
+    for a blank line."""
     try:
         # a byte-order mark (what some Windows editors write first) is not part of the first record
         line = raw.decode("utf-8-sig" if first else "utf-8")
     except UnicodeDecodeError as error:
         return None, ("(line)", f"invalid UTF-8 at byte {error.start + 1} of the line")
+    if not line.strip():
+        return None, None  # a blank line (Unicode whitespace included) is no record
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
@@ -56,9 +59,9 @@ def read_records(path: str | Path, kind: str, on_bad_record: str) -> tuple[list[
     records, report = [], ReadReport(str(path))
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
             record, problem = parse_line(raw, line_no == 1, check)
+            if record is None and problem is None:
+                continue
             if problem is None:
                 records.append(record)
                 continue

@@ -2,9 +2,10 @@
 
 A record is two transcripts, `chosen` and `rejected`, of the form "\\n\\nHuman: ...\\n\\nAssistant: ...". The prompt is
 every turn before the last assistant reply, as alternating user/assistant messages; the pair is the two final
-replies. In a few records the turns before the final reply differ between chosen and rejected (1 of the first 1,600
-records of harmless-base test): such a record is not a pair over one prompt, so it is dropped and counted as
-`prompt_mismatch`, never guessed at. Replies that go on to write the other speaker's turn ("... Human: ...") are
+replies. Where the turns before the final reply differ between chosen and rejected, the record is not a pair over
+one prompt: it is dropped and counted as `prompt_mismatch`, never guessed at, unless one side has two turns of one
+speaker in a row (the one such record in the first 1,600 of harmless-base test), which is a broken transcript
+(`role_order`). Replies that go on to write the other speaker's turn ("... Human: ...") are
 dropped as `speaker_marker_in_text`: training on them would teach the model to speak for the user. Empty replies and
 prompts whose turns do not alternate are caught by the contract checks (`empty_content`, `role_order`).
 
@@ -19,7 +20,7 @@ from data_prep.convert import Bad, each_record, text_field
 
 LICENSE = "MIT"
 HUB = "Anthropic/hh-rlhf"
-VERSION = 2
+VERSION = 3  # 3: two turns of one speaker in a row are role_order, not prompt_mismatch
 TURN = re.compile(r"\n\n(Human|Assistant): ?")
 MARKER = re.compile(r"\b(Human|Assistant):")
 ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -37,6 +38,11 @@ def to_contracts(record: dict) -> list[tuple[str, dict]]:
     chosen = parse_transcript(text_field(record, "chosen"), "chosen")
     rejected = parse_transcript(text_field(record, "rejected"), "rejected")
     if chosen[:-1] != rejected[:-1]:
+        for field, turns in (("chosen", chosen), ("rejected", rejected)):
+            for i in range(1, len(turns)):
+                if turns[i]["role"] == turns[i - 1]["role"]:  # not another prompt: a broken transcript
+                    raise Bad(field, f"out of order: turns {i} and {i + 1} are both {turns[i]['role']} turns",
+                              "role_order")
         raise Bad("rejected", "its turns before the final reply differ from chosen's", "prompt_mismatch")
     pair = {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
     for side in ("prompt", "chosen", "rejected"):

@@ -24,13 +24,13 @@ def prepared(tmp_path_factory):
 def test_counts_match_the_hand_checked_slice(prepared):
     _, counts = prepared
     # Checked independently of this module (python: split each transcript at its last "\n\nAssistant:", compare the
-    # prefixes, then look for markers, speaker order, empty turns, in that order): line 1255's prefixes differ; 36
-    # records (30, 106, 141, 147, 198, ...) have a turn that goes on with "Human:" or "Assistant:" (line 30's is in
-    # the prompt); lines 764 and 1320 have two user or two assistant turns in a row; lines 87, 517, 926 and 1104 end
-    # on an empty chosen reply. 1600 - 1 - 36 - 2 - 4 = 1557 pairs.
+    # prefixes, then look for markers, speaker order, empty turns, in that order): line 1255's prefixes differ because
+    # one side has two assistant turns in a row (a broken transcript: role_order, not another prompt); 36 records
+    # (30, 106, 141, 147, 198, ...) have a turn that goes on with "Human:" or "Assistant:" (line 30's is in the
+    # prompt); lines 764 and 1320 have two user or two assistant turns in a row; lines 87, 517, 926 and 1104 end on an
+    # empty chosen reply. 1600 - 1 - 36 - 2 - 4 = 1557 pairs.
     assert counts["in"] == 1600
-    assert counts["dropped"] == {"prompt_mismatch": 1, "speaker_marker_in_text": 36, "role_order": 2,
-                                 "empty_content": 4}
+    assert counts["dropped"] == {"speaker_marker_in_text": 36, "role_order": 3, "empty_content": 4}
     assert counts["out"]["prefs.train.jsonl"] + counts["out"]["prefs.eval.jsonl"] == 1557
     assert counts["out"]["prefs.eval.jsonl"] == 200
 
@@ -57,6 +57,9 @@ def test_parse_transcript_by_hand():
     with pytest.raises(Bad) as bad:
         hh_rlhf.to_contracts({"chosen": text, "rejected": text.replace("Bye", "Later")})
     assert bad.value.reason == "prompt_mismatch"
+    with pytest.raises(Bad) as bad:  # the same human turns, but one side answers twice in a row
+        hh_rlhf.to_contracts({"chosen": text, "rejected": text.replace("\n\nHuman: Bye", "\n\nAssistant: Bye")})
+    assert bad.value.reason == "role_order" and bad.value.field == "rejected"
     with pytest.raises(Bad) as bad:
         hh_rlhf.to_contracts({"chosen": 3, "rejected": text})
     assert bad.value.field == "chosen"

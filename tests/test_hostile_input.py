@@ -167,3 +167,14 @@ def test_a_pair_whose_sides_are_the_same_text_is_named(tmp_path, rejected):
     path.write_bytes(line(GOOD_PAIR) + line({**GOOD_PAIR, "rejected": [{"role": "assistant", "content": rejected}]}))
     with pytest.raises(UserError, match=f"{path}:2: rejected: is the chosen reply"):
         read_records(path, "pair", "error")
+
+
+@pytest.mark.parametrize("name", ["/no/such/tokenizer", "./missing", "runs/tiny/sft/final"])
+def test_a_missing_local_model_or_tokenizer_is_named_as_missing_not_sent_to_the_hub(name):
+    from align.core.hub import load_local_or_hub
+
+    def load(name, local_files_only):
+        raise AssertionError("nothing may be loaded for a path that does not exist")
+
+    with pytest.raises(UserError, match=f"no such directory {name} \\(model.tokenizer"):
+        load_local_or_hub(load, name, "tokenizer", "model.tokenizer")

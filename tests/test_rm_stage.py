@@ -83,7 +83,7 @@ def test_rm_and_eval_on_the_real_hh_rlhf_slice(tmp_path):
                         "rm.grad_accum=1", "rm.max_length=512", "rm.eval_steps=1000", "rm.lr=1e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "hh_rlhf" / "manifest.json").read_text())
-    assert manifest["counts"]["dropped"]["prompt_mismatch"] == 1  # reported, not crashed on
+    assert manifest["counts"]["dropped"]["role_order"] == 3  # reported, not crashed on
     evaluation = json.loads((tmp_path / "small" / "rm" / "eval.json").read_text())
     print(f"HH slice, tiny RM, 20 steps: accuracy {evaluation['accuracy']:.3f} vs longer-wins "
           f"{evaluation['longer_wins_accuracy']:.3f} on {evaluation['pairs']} pairs")

@@ -33,10 +33,17 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def looks_local(name: str) -> bool:
+    """A path, not a hub name: hub names are `name` or `owner/name`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def load_local_or_hub(load: Callable[..., T], name: str, what: str, config_key: str) -> T:
     """`load(name, local_files_only=...)` from a directory, the local cache, or the hub, in that order."""
     if Path(name).exists():
         return load(name, local_files_only=True)
+    if looks_local(name):
+        raise UserError(f"cannot load {what}: no such directory {name} ({config_key} or the stage output it names)")
     try:
         return load(name, local_files_only=True)
     except Exception:  # not in the cache: the only way left is the hub

@@ -111,8 +111,6 @@ def train(cfg: Config) -> dict:
     policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
     reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
     value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
-    if ppo.reward not in ("rm", "judge"):
-        raise UserError(f"ppo.reward must be rm or judge; got {ppo.reward!r}")
     judge = task_judge if ppo.reward == "judge" else None
     if ppo.reward == "judge" and judge is None:
         raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")

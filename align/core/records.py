@@ -47,9 +47,8 @@ def parse_line(raw: bytes, first: bool, check) -> tuple[dict | None, tuple[str, 
 
 
 def read_records(path: str | Path, kind: str, on_bad_record: str) -> tuple[list[dict], ReadReport]:
-    """Records of `kind` (a key of contracts.CHECKS) from a JSONL file."""
-    if on_bad_record not in ("error", "drop"):
-        raise UserError(f"data.on_bad_record must be 'error' or 'drop', got {on_bad_record!r}")
+    """Records of `kind` (a key of contracts.CHECKS) from a JSONL file; on_bad_record "error" or "drop" (checked with
+    the config)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory: name a JSONL data file in it")

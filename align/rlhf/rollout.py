@@ -45,7 +45,7 @@ class TransformersDecoder:
 
 @torch.no_grad()
 def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_new_tokens: int,
-                     temperature: float, never: list[int] = ()) -> torch.Tensor:
+                     temperature: float, never: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
     """(B, T <= max_new_tokens) tokens sampled from softmax(logits / temperature) without the `never` tokens
     (core.tokens.never_sampled: the pad and the start-of-turn token), from torch's global random stream; after a
     row's EOS only pad. Stops once every row has ended."""

@@ -48,8 +48,6 @@ ONLINE = ("rloo", "grpo")
 
 def train(cfg: Config) -> dict:
     s = cfg.ppo
-    if s.algorithm not in (*ONLINE, "dpo"):
-        raise UserError(f"ppo.algorithm must be ppo, rloo, grpo or dpo; got {s.algorithm!r}")
     upstreams = [(s.policy_init, "align.sft")] + [(s.reward_model, "align.rm")] * (s.algorithm in ONLINE)
     for upstream, stage in upstreams:
         require_stage_output(upstream, cfg.paths.root, f"run `python -m {stage}` with the same overrides first")

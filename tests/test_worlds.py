@@ -135,7 +135,8 @@ def test_recipe_builds_its_own_world_in_its_own_directory_and_names_its_judge(bu
     assert data.world.task == name and data.judge == f"tiny_world.{name}"
     assert directory.name == name and Path(data.dir).name == f"{name}-seed0"
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert manifest["recipe"]["world"]["task"] == name and manifest["recipe"]["world"]["task_version"] == 1
+    recipe = manifest["recipe"]["world"]
+    assert recipe["task"] == name and recipe["task_version"] == TASKS[name].version
 
 
 def test_built_splits_hold_out_eval_prompts_and_pairs_are_labelled_by_the_judge(built):
@@ -171,3 +172,19 @@ def test_prompts_and_responses_are_short_in_the_worlds_tokenizer(built):
                                                              for r in read(directory, "prompts.train")]
     assert max(map(length, prompts)) < 64
     assert max(length(r["messages"][1]["content"]) for r in demos) <= 12  # the demonstrator's, as pairs' real sides
+
+
+def test_a_wrong_digit_is_not_always_on_one_side_of_the_right_one():
+    """Were every wrong max below the right one (only the list's digits), "larger is better" would separate every
+    max pair, and PPO would answer 9 to any list. Wrong digits come from the list half the time, else from anywhere."""
+    rng = random.Random(0)
+    question = digits.Question((3, 1, 4, 1), ("max", "min"))
+    wrong = {"max": [], "min": []}
+    for _ in range(400):
+        tokens = digits.respond(question, rng, {"max": False, "min": False}).split()
+        wrong["max"].append(int(tokens[1]))
+        wrong["min"].append(int(tokens[3]))
+    assert 4 not in wrong["max"] and 1 not in wrong["min"]
+    assert any(v > 4 for v in wrong["max"]) and any(v < 4 for v in wrong["max"])
+    assert any(v < 1 for v in wrong["min"]) and any(v > 1 for v in wrong["min"])
+    assert 0.35 < sum(v in (1, 3) for v in wrong["max"]) / 400 < 0.7  # the list's own digits: the likely mistake

@@ -68,15 +68,18 @@ def results(question: Question, response: str) -> dict[str, bool]:
 
 
 def respond(question: Question, rng: random.Random, meet: dict[str, bool]) -> str:
-    """Every asked quantity with its value, right for the ones marked True in `meet` and wrong for the others; a
-    wrong digit is, where the list allows, another of the list's digits (the mistake a model makes)."""
+    """Every asked quantity with its value, right for the ones marked True in `meet` and wrong for the others.
+
+    A wrong digit is half the time another of the list's digits (the mistake a model makes), else any other digit.
+    Only the list's digits would make every wrong max smaller than the right one (and every wrong min larger): a
+    reward model can then learn "larger is better" instead of the check, and PPO exploits it with a 9 (a 0) for any
+    list."""
     parts = []
     for kind in question.asked:
         right = value(kind, question.numbers)
-        if kind == "len":
-            wrong = [n for n in range(MIN_LEN, MAX_LEN + 1) if n != right]
-        else:
-            wrong = sorted(set(question.numbers) - {right}) or [d for d in range(10) if d != right]
+        anywhere = [n for n in (range(MIN_LEN, MAX_LEN + 1) if kind == "len" else range(10)) if n != right]
+        in_list = sorted(set(question.numbers) - {right}) if kind != "len" else []
+        wrong = in_list if in_list and rng.random() < 0.5 else anywhere
         parts += [kind, str(right if meet[kind] else rng.choice(wrong))]
     return " ".join(parts)
 
@@ -90,7 +93,7 @@ def ptx_text(rng: random.Random) -> str:
     return random_text(rng, VOCABULARY, 3, 24)
 
 
-TASK = Task(name="digits", version=1, kinds=KINDS, sample=sample, render=render, parse=parse,
+TASK = Task(name="digits", version=2, kinds=KINDS, sample=sample, render=render, parse=parse,
             checks=Question.checks, respond=respond, degenerate=degenerate, results=results, ptx_text=ptx_text)
 gold_score = TASK.score  # data.judge=tiny_world.digits
 gold_details = TASK.details

@@ -2,9 +2,13 @@
 (data.judge=tiny_world.template).
 
 A prompt gives a layout of slots (A, B, C) and literals, then what each slot holds (`fill B , A . with A sun B moon`);
-the response is the layout with every slot replaced by its value (`moon , sun .`). Checks: `layout` (the right
-length, every literal in its place) and one per slot (its value in its place). Missing the layout never moves a slot,
-so each check can be met or missed on its own.
+the response writes the layout out with each slot followed by its value (`B moon , A sun .`). Checks: `layout` (the
+response without the slots' values is the layout) and one per slot (the word after the slot's first mention is its
+value), so each check can be met or missed on its own.
+
+Version 1 asked for the values alone in the slots' places (`moon , sun .`): a 4-layer model then has to count which
+slot it is at, and never learned to (a slot was filled on a fifth to a third of the prompts). Writing the slot's name
+first turns that into a lookup of the name, which is what the words and digits tasks ask of the model too.
 """
 
 from __future__ import annotations
@@ -64,29 +68,43 @@ def parse(text: str) -> Form:
     return Form(layout, values)
 
 
+def skeleton(tokens: list[str]) -> list[str]:
+    """The response with the word after each slot name (its value) taken out: what must equal the layout."""
+    out, after_slot = [], False
+    for token in tokens:
+        if not after_slot:
+            out.append(token)
+        after_slot = not after_slot and token in SLOTS
+    return out
+
+
 def results(form: Form, response: str) -> dict[str, bool]:
     tokens = response.split()
-    out = {"layout": len(tokens) == len(form.layout)
-           and all(token == item for token, item in zip(tokens, form.layout) if item not in SLOTS)}
+    given: dict[str, str] = {}
+    for name, following in zip(tokens, tokens[1:]):
+        given.setdefault(name, following)
+    out = {"layout": skeleton(tokens) == list(form.layout)}
     for slot, value in form.values:
-        at = form.layout.index(slot)
-        out[slot] = at < len(tokens) and tokens[at] == value
+        out[slot] = given.get(slot) == value
     return out
 
 
 def respond(form: Form, rng: random.Random, meet: dict[str, bool]) -> str:
-    """The filled layout, with the checks marked False in `meet` missed: a slot holds another value; the layout has
-    a literal swapped for another or one token too many at the end."""
+    """The filled layout, with the checks marked False in `meet` missed: a slot followed by another value; the
+    layout with a literal swapped for another or one literal too many at the end."""
     values = dict(form.values)
-    tokens = [(values[item] if meet[item] else rng.choice([v for v in VALUES if v != values[item]]))
-              if item in SLOTS else item for item in form.layout]
+    tokens = []
+    for item in form.layout:
+        tokens.append(item)
+        if item in SLOTS:
+            tokens.append(values[item] if meet[item] else rng.choice([v for v in VALUES if v != values[item]]))
     if not meet["layout"]:
-        literals = [i for i, item in enumerate(form.layout) if item not in SLOTS]
+        literals = [i for i, token in enumerate(tokens) if token in LITERALS]
         if rng.random() < 0.5:
             at = rng.choice(literals)
             tokens[at] = rng.choice([lit for lit in LITERALS if lit != tokens[at]])
         else:
-            tokens.append(rng.choice(LITERALS + VALUES))
+            tokens.append(rng.choice(LITERALS))
     return " ".join(tokens)
 
 
@@ -99,7 +117,7 @@ def ptx_text(rng: random.Random) -> str:
     return random_text(rng, VOCABULARY, 3, 24)
 
 
-TASK = Task(name="template", version=1, kinds=KINDS, sample=sample, render=render, parse=parse,
+TASK = Task(name="template", version=2, kinds=KINDS, sample=sample, render=render, parse=parse,
             checks=Form.checks, respond=respond, degenerate=degenerate, results=results, ptx_text=ptx_text)
 gold_score = TASK.score  # data.judge=tiny_world.template
 gold_details = TASK.details

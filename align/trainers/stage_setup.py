@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_model
 from transformers import TrainerCallback, TrainerState
 
@@ -30,6 +31,8 @@ def trainer_arguments(cfg: Config, run_dir: Path, **own) -> dict:
         seed=cfg.seed,
         bf16=cfg.distributed.mixed_precision == "bf16",
         fp16=cfg.distributed.mixed_precision == "fp16",
+        # transformers refuses bf16 without a GPU unless told the CPU is meant (accelerate autocasts on the CPU)
+        use_cpu=cfg.distributed.mixed_precision == "bf16" and not torch.cuda.is_available(),
         report_to=["tensorboard"] if cfg.logger.tensorboard else [],
         save_strategy="steps",
         save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete

@@ -63,7 +63,7 @@ def train(cfg: Config) -> dict:
     from align.rlhf.policy_value import PolicyAndValue, add_lora, unwrapped_for_generation
     from align.rlhf.rollout import sample_responses
     from align.runtime import checkpoints
-    from align.runtime.guards import require_finite
+    from align.runtime.guards import require_all_finite, require_finite
 
     ppo = cfg.ppo
     upstreams = ((ppo.policy_init, "align.sft"), (ppo.reward_model, "align.rm"), (ppo.value_init, "align.rm"))
@@ -240,8 +240,7 @@ def train(cfg: Config) -> dict:
                 gold = gold_evaluation(unwrapped.policy, tokenizer, cfg.data, gold_eval_settings, cfg.seed)
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
             metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
-        for name, value in metrics.items():
-            require_finite(name, value, run_dir, update, "PPO update")
+        require_all_finite(metrics, run_dir, update, "PPO update")
         warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
         for warning in warnings:
             print0(f"warning (update {update}): {warning}")

@@ -39,9 +39,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(config: str, stage: str, *overrides: str, env: dict) -> subprocess.CompletedProcess:
+def launch(config: str, stage: str, *overrides: str, env: dict, succeed: bool = True) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file conf/accelerate/<config>.yaml -m align.<stage>` with 2 CPU processes, on a
-    port of its own; on a timeout the launcher and every rank are killed (they share a new process group)."""
+    port of its own; on a timeout the launcher and every rank are killed (they share a new process group). Fails the
+    test unless the launch ends with status 0 (`succeed`) or another status (not `succeed`)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"conf/accelerate/{config}.yaml",
                "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
                "-m", f"align.{stage}", "+experiment=tiny", *SHORT[stage], *overrides]
@@ -53,7 +54,7 @@ def launch(config: str, stage: str, *overrides: str, env: dict) -> subprocess.Co
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         pytest.fail(f"{config} {stage} did not finish in {LAUNCH_TIMEOUT} s:\n{stderr[-3000:]}")
-    assert process.returncode == 0, f"{config} {stage} failed:\n{stderr[-5000:]}"
+    assert (process.returncode == 0) == succeed, f"{config} {stage} ended with {process.returncode}:\n{stderr[-5000:]}"
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
@@ -224,3 +225,19 @@ def test_ppo_zero3_resumes_exactly_with_the_same_world_size(ppo_run, runs, tiny_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["objective/kl"] for r in update_rows(runs / "tiny" / "ppo-resumed")] == [
         r["objective/kl"] for r in update_rows(straight)]
+
+
+@pytest.mark.parametrize("config", ["ddp", "zero2"])
+def test_a_nan_on_one_rank_stops_every_rank_at_once(config, rm_zero2, runs, tiny_data_root, launch_env):
+    """Rank 1's loss is NaN at update 2 and rank 0's is not: both stop before the optimizer step, naming the quantity,
+    the update and the rank, instead of rank 0 waiting in the gradient all-reduce until the collective times out;
+    update 1's checkpoint is the newest, complete one."""
+    from align.runtime.checkpoints import is_complete
+
+    env = {**launch_env, "ALIGN_TEST_INJECT_NAN": "loss@2", "ALIGN_TEST_INJECT_NAN_RANK": "1"}
+    result = launch(config, "ppo", *common(runs, tiny_data_root), f"variant=nan-{config}", env=env, succeed=False)
+    assert "non-finite loss (nan) at PPO update 2 on rank 1" in result.stderr, result.stderr[-3000:]
+    assert "non-finite value at PPO update 2 on rank 1" in result.stderr  # rank 0 stopped too, for rank 1's reason
+    run_dir = runs / "tiny" / f"ppo-nan-{config}"
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-1"] and is_complete(run_dir / "checkpoint-1")
+    assert not (run_dir / "final").exists()

@@ -1,7 +1,8 @@
 """Test-only fault injection: a NaN in one quantity at one step, to check that the guards stop the run.
 
 Off unless the environment sets ALIGN_TEST_INJECT_NAN=<quantity>@<step> (PPO: `loss@3`, `reward@3`; SFT and
-RM: `output@20`, every floating-point tensor of the model's output, so its loss);
+RM: `output@20`, every floating-point tensor of the model's output, so its loss), on every process or, with
+ALIGN_TEST_INJECT_NAN_RANK=<rank>, on one;
 no config key reaches it, so a normal run cannot turn it on by accident.
 """
 
@@ -15,9 +16,13 @@ VARIABLE = "ALIGN_TEST_INJECT_NAN"
 
 @cache
 def target() -> tuple[str, int] | None:
-    """(quantity, step) from the environment, read once per process."""
+    """(quantity, step) from the environment, read once per process; with ALIGN_TEST_INJECT_NAN_RANK=<rank> only on
+    that rank of a multi-process run."""
     spec = os.environ.get(VARIABLE)
     if not spec:
+        return None
+    only_rank = os.environ.get(f"{VARIABLE}_RANK")
+    if only_rank is not None and only_rank != os.environ.get("RANK", "0"):
         return None
     quantity, step = spec.rsplit("@", 1)
     return quantity, int(step)

@@ -22,7 +22,7 @@ from data_prep.sources import Row
 
 LICENSE = "Apache-2.0"
 HUB = "OpenAssistant/oasst1"
-VERSION = 2  # 2: synthetic messages left out, integral float ranks read
+VERSION = 3  # 2: synthetic messages left out, integral float ranks read; 3: assistant-rooted trees counted
 ROLE = {"prompter": "user", "assistant": "assistant"}
 
 
@@ -69,13 +69,17 @@ def convert_rows(rows: Iterable[Row]) -> Iterator[Converted | Dropped]:
         replies[message["parent_id"]].append(message)
     reachable = set()
     for root in replies[None]:
-        reachable |= kept_subtree(root, replies)
+        if root["role"] == "prompter":  # a tree starts with the user's prompt; one that does not is dropped whole
+            reachable |= kept_subtree(root, replies)
     for message_id, message in messages.items():
         line = line_of[message_id]
         if message_id in reachable:
             continue
         if message["excluded"]:
             yield Dropped(line, "(record)", "is deleted or failed review", "excluded")
+        elif message["parent_id"] is None:
+            yield Dropped(line, "role", "an initial prompt (no parent_id) must be the prompter's, got 'assistant'",
+                          "role_order")
         elif message["parent_id"] in messages:
             yield Dropped(line, "parent_id", "is not reached from an initial prompt through kept messages", "excluded")
         else:

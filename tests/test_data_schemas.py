@@ -77,6 +77,17 @@ def test_oasst1_wrong_role_order_is_dropped_with_its_line(tmp_path):
     assert dropped["line"] == 3 and dropped["field"] == "messages[1].role"
 
 
+def test_oasst1_tree_rooted_in_an_assistant_message_is_dropped_and_counted(tmp_path):
+    tree = [message("a", None, "assistant", "Hello, how can I help?"), message("p", "a", "prompter", "Hi"),
+            message("b", "p", "assistant", "Hi!"), message("ok", None, "prompter", "Hey"),
+            message("ok2", "ok", "assistant", "Hey!")]
+    counts, files = run(oasst1, tmp_path, tree)
+    assert files["sft.train.jsonl"] == [{"messages": [user("Hey"), assistant("Hey!")]}]
+    assert counts["dropped"] == {"role_order": 1, "excluded": 2}  # the root, and the two messages below it
+    dropped = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert (dropped[0]["line"], dropped[0]["field"]) == (1, "role")
+
+
 def test_oasst1_reads_pandas_float_ranks_and_leaves_out_model_written_messages(tmp_path):
     tree = [message("p", None, "prompter", "Hi"), message("a0", "p", "assistant", "Hello!", rank=0.0),
             message("a1", "p", "assistant", "Go away.", rank=1.0),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import kill_after_checkpoint_then_resume, run_module, same_weights
+from helpers import kill_after_checkpoint_then_resume, run_module, same_weights, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,23 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_pipeline, tiny_data_r
         return [(row["step"], row["objective/score"]) for row in rows if "time/update_s" in row]
 
     assert scores(run_dir) == scores(tiny_pipeline / "tiny" / "ppo-grpo-straight")
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
+def test_trl_samplers_never_draw_the_pad_or_the_start_of_turn(algorithm, tiny_pipeline, tiny_data_root, tmp_path):
+    """The pad sampled inside a completion would count as a completion token in TRL's loss and be dropped from its
+    forward passes; TRL's generation is told to suppress both tokens, as our own samplers do."""
+    from align.core.tokens import never_sampled
+    from align.modeling.models import load_causal_lm, load_tokenizer
+    from align.trainers.alternatives import alternative_arguments, online_trainer
+
+    cfg = tiny_config(f"+ablation={algorithm}", f"paths.root={tiny_pipeline}", f"paths.data={tiny_data_root}",
+                      stage="ppo")
+    tokenizer = load_tokenizer(cfg.model, path=cfg.ppo.policy_init)
+    policy = load_causal_lm(cfg.model, tokenizer, cfg.ppo.policy_init, cfg.seed)
+    reference = load_causal_lm(cfg.model, tokenizer, cfg.ppo.policy_init, cfg.seed)
+    trainer = online_trainer(cfg, alternative_arguments(cfg, tmp_path, 1), policy, reference, tokenizer,
+                             [{"prompt": [{"role": "user", "content": "words 3 start any end any"}]}] * 8, [])
+    suppressed = set(trainer.generation_config.suppress_tokens)
+    assert suppressed == set(never_sampled(tokenizer)) and tokenizer.pad_token_id in suppressed
+    assert tokenizer.eos_token_id not in suppressed

@@ -33,7 +33,7 @@ from align.core.config import Config
 from align.core.console import print0
 from align.core.errors import UserError
 from align.core.records import read_records
-from align.core.tokens import chat_ids
+from align.core.tokens import chat_ids, never_sampled
 from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
 from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
 from align.runtime.distributed import main_process_first
@@ -149,7 +149,8 @@ def online_trainer(cfg: Config, args: dict, policy, reference, tokenizer, prompt
                                policy=policy, reference=reference, temperature=s.temperature)
     config_class, trainer_class = (RLOOConfig, RLOOTrainer) if s.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)
     config = config_class(**args, num_generations=s.num_generations, max_completion_length=s.response_tokens,
-                          temperature=s.temperature, top_k=0, top_p=1.0, beta=s.kl_coef, epsilon=s.cliprange)
+                          temperature=s.temperature, top_k=0, top_p=1.0, beta=s.kl_coef, epsilon=s.cliprange,
+                          generation_kwargs={"suppress_tokens": never_sampled(tokenizer)})
     return trainer_class(model=policy, reward_funcs=reward, args=config, train_dataset=Dataset.from_list(prompts),
                          processing_class=tokenizer, callbacks=callbacks)
 

@@ -14,11 +14,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_module
+from helpers import SHARED_DATA, run_module
 
 pytestmark = pytest.mark.slow
 
-SHARED = REPO.parent / "shared" / "data"
 GPT2_VOCAB = 50257
 
 
@@ -29,7 +28,7 @@ def gpt2_dir(tmp_path_factory) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
     out = tmp_path_factory.mktemp("gpt2")
-    tokenizer = GPT2Tokenizer.from_pretrained(SHARED / "gpt2_tokenizer")
+    tokenizer = GPT2Tokenizer.from_pretrained(SHARED_DATA / "gpt2_tokenizer")
     assert len(tokenizer) == GPT2_VOCAB and tokenizer("Hello world")["input_ids"] == [15496, 995]
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config()).save_pretrained(out)
@@ -43,9 +42,9 @@ def small_run(gpt2_dir, tmp_path_factory) -> Path:
     overrides = (
         "+experiment=small", f"paths.root={root / 'runs'}", f"paths.data={root / 'data'}",
         f"model.name_or_path={gpt2_dir}",
-        f"data.sources.alpaca.source={SHARED / 'alpaca_first100' / 'alpaca_tiny.json'}",
+        f"data.sources.alpaca.source={SHARED_DATA / 'alpaca_first100' / 'alpaca_tiny.json'}",
         "data.sources.alpaca.eval_size=8",
-        f"data.sources.hh_rlhf.source={SHARED / 'hh_rlhf_harmless_base_test' / 'test_first1600.jsonl.gz'}",
+        f"data.sources.hh_rlhf.source={SHARED_DATA / 'hh_rlhf_harmless_base_test' / 'test_first1600.jsonl.gz'}",
         "data.sources.hh_rlhf.eval_size=16",
         "sft.max_steps=2", "sft.batch_size=2", "sft.logging_steps=1", "sft.eval_steps=2", "sft.save_steps=2",
         "rm.max_steps=2", "rm.batch_size=2", "rm.grad_accum=1", "rm.eval_batch_size=4", "rm.logging_steps=1",

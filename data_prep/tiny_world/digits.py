@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .world import Task, garbage, random_text
+from .world import Task, garbage, named_values, random_text
 
 KINDS = ("first", "last", "len", "max", "min")
 MIN_LEN, MAX_LEN = 3, 7
@@ -60,10 +60,7 @@ def parse(text: str) -> Question:
 
 def results(question: Question, response: str) -> dict[str, bool]:
     """Which asked quantities the response gets right: the word after the quantity's first mention is its value."""
-    tokens = response.split()
-    given = {}
-    for name, following in zip(tokens, tokens[1:]):
-        given.setdefault(name, following)
+    given = named_values(response.split())
     return {kind: given.get(kind) == str(value(kind, question.numbers)) for kind in question.asked}
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from align.core.errors import UserError
 
-from .world import Task, garbage, random_text
+from .world import Task, garbage, named_values, random_text
 
 SLOTS = ("A", "B", "C")
 KINDS = ("layout", *SLOTS)
@@ -80,9 +80,7 @@ def skeleton(tokens: list[str]) -> list[str]:
 
 def results(form: Form, response: str) -> dict[str, bool]:
     tokens = response.split()
-    given: dict[str, str] = {}
-    for name, following in zip(tokens, tokens[1:]):
-        given.setdefault(name, following)
+    given = named_values(tokens)
     out = {"layout": skeleton(tokens) == list(form.layout)}
     for slot, value in form.values:
         out[slot] = given.get(slot) == value

@@ -20,6 +20,15 @@ def fraction_met(results: dict[str, bool], ended: bool) -> float:
     return sum(results.values()) / len(results)
 
 
+def named_values(tokens: list[str]) -> dict[str, str]:
+    """Each word mapped to the word after its first occurrence: how a response that writes `name value` pairs
+    (digits' `max 4`, template's `B moon`) gives its values."""
+    given: dict[str, str] = {}
+    for name, following in zip(tokens, tokens[1:]):
+        given.setdefault(name, following)
+    return given
+
+
 def garbage(rng: random.Random, repeated: Sequence[str], repeats: tuple[int, int], fragmented: Sequence[str]) -> str:
     """What a drifting policy writes: one word of `repeated` said `repeats` (low, high) times, or fragments of three
     words of `fragmented`. Never empty: the data contracts reject empty turns."""

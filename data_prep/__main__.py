@@ -3,6 +3,7 @@
     python -m data_prep dolly /data/databricks-dolly-15k.jsonl --out data/dolly --eval-size 500
     python -m data_prep hh_rlhf Anthropic/hh-rlhf --split test --out data/hh --strict
     python -m data_prep lima lima.json --out data/lima --decontaminate data/alpaca_eval
+    python -m data_prep oasst1 OpenAssistant/oasst1 --out data/oasst1 --option languages=[en]
     python -m data_prep --recipe slices                      # every source and mixture of conf/data/slices.yaml
     python -m data_prep --recipe slices paths.data=/tmp/d    # ... with any config override
     python -m data_prep --tokenizer /data/my_task            # a tiny BPE on your own files (model=tiny, data=files)
@@ -39,6 +40,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--decontaminate", type=Path, nargs="*", default=[],
                         help="built evaluation-set directories whose prompts are removed from this source")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad record (file:line: field)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the module, VALUE in YAML: oasst1 --option languages=[en,de]")
     parser.add_argument("--recipe", help="a conf/data recipe: build all its sources and mixtures")
     parser.add_argument("--tokenizer", type=Path, metavar="DIR",
                         help="train a byte-level BPE on the *.train.jsonl contract files in DIR into DIR/tokenizer")
@@ -69,16 +72,30 @@ def build_one(args) -> Path:
                         "directory")
     if args.eval_size < -1:
         raise UserError(f"--eval-size {args.eval_size}: give a count >= 0, or -1 for all")
-    source = SimpleNamespace(source=args.input, split=args.split, eval_size=args.eval_size)
+    options = dict(parse_option(o) for o in args.option)
+    source = SimpleNamespace(source=args.input, split=args.split, eval_size=args.eval_size, options=options)
     eval_prompts = {}
     for directory in args.decontaminate:
         eval_prompts.update(evaluation_prompts(directory, directory.name))
     local = Path(args.input)
     recipe = {"prepare": args.module, "source": args.input, "split": args.split, "eval_size": args.eval_size,
               "decontaminate": sorted(map(str, args.decontaminate)), "version": getattr(module, "VERSION", 1),
-              "input_sha256": digest(local) if local.is_file() else None}  # an edited input is noticed, never reused
+              "input_sha256": digest(local) if local.is_file() else None,  # an edited input is noticed, never reused
+              **({"options": options} if options else {})}
     return build_dir(args.out, recipe, lambda tmp: convert(module, args.out.name, source, args.strict, tmp,
                                                            eval_prompts), args.module, remedy="or choose another --out")
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--option {text}: write KEY=VALUE, e.g. languages=[en]")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise UserError(f"--option {text}: the value is not YAML ({str(error).splitlines()[0]})") from None
 
 
 def source_module(name: str):

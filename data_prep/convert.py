@@ -1,9 +1,10 @@
 """The one path every real dataset takes into the contracts: read, convert, validate, split, write, count.
 
 A source module (dolly.py, lima.py, oasst1.py, ...) says only how its records map to contract records. It defines
-`LICENSE`, `HUB` (its usual hub name), `VERSION` and `convert_rows(rows)`, which yields `Converted` records or
-`Dropped` ones with the field and the reason; `each_record` builds `convert_rows` for sources whose records convert
-one at a time. Everything else happens here, the same for every source:
+`LICENSE`, `HUB` (its usual hub name), `VERSION` and `convert_rows(rows, **options)`, which yields `Converted` records
+or `Dropped` ones with the field and the reason (options: the source's own, e.g. oasst1's `languages`); `each_record`
+builds `convert_rows` for sources whose records convert one at a time. Everything else happens here, the same for
+every source:
 
 - every converted record is checked against its contract (schema, empty or whitespace-only content, role order);
 - an exact duplicate of an earlier record is dropped;
@@ -17,6 +18,7 @@ a deterministic function of the inputs: re-running gives byte-identical files.
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
 from collections import Counter
@@ -121,6 +123,15 @@ def user_texts(kind: str, record: dict) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
+def converter_options(module, options: dict) -> dict:
+    """A source's `options`, each one a keyword of its module's convert_rows (oasst1: languages)."""
+    takes = list(inspect.signature(module.convert_rows).parameters)[1:]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise UserError(f"options {unknown}: {module.__name__} takes {takes or 'none'}")
+    return dict(options)
+
+
 def build(module, name: str, source, strict: bool, out_dir: Path, eval_prompts: dict[str, str]) -> dict:
     """Convert, validate and split one source into out_dir; returns the manifest's report part.
 
@@ -138,7 +149,7 @@ def build(module, name: str, source, strict: bool, out_dir: Path, eval_prompts: 
         every_drop.append({"line": item.line, "field": item.field, "problem": item.problem, "reason": item.reason})
 
     rows = tqdm(data.rows, desc=name, unit=" records", disable=None, leave=False)
-    for item in module.convert_rows(rows):
+    for item in module.convert_rows(rows, **converter_options(module, source.options)):
         if isinstance(item, Dropped):
             drop(item)
             continue

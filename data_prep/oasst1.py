@@ -3,7 +3,8 @@
 Each row is one message (`message_id`, `parent_id` (null for a tree's initial prompt), `role` "prompter" or
 "assistant", `text`, `rank` (0 is the best of its siblings; null if unranked), `deleted`, `review_result`), as in the
 hub dataset `OpenAssistant/oasst1` (splits train, validation). Deleted messages, those that failed review and
-model-written (`synthetic`) ones are left out, and so is everything below them.
+model-written (`synthetic`) ones are left out, and so is everything below them; with the option `languages` (e.g.
+`[en]`), so are messages whose `lang` is another.
 
 - SFT: one conversation per tree, from the initial prompt down the best-ranked reply at every step (the first one
   given when none is ranked) until no reply is left; a trailing user turn is cut.
@@ -17,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from itertools import combinations
 
+from align.core.errors import UserError
 from data_prep.convert import Bad, Converted, Dropped, text_field
 from data_prep.sources import Row
 
@@ -42,13 +44,16 @@ def read_message(record: object) -> dict:
     if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool)):
         raise Bad("rank", f"must be an integer or null, got {rank!r}")
     message["rank"] = rank
+    message["lang"] = record.get("lang")
     # model-written messages (synthetic) are not human demonstrations or judgements
     message["excluded"] = (record.get("deleted") is True or record.get("review_result") is False
                            or record.get("synthetic") is True)
     return message
 
 
-def convert_rows(rows: Iterable[Row]) -> Iterator[Converted | Dropped]:
+def convert_rows(rows: Iterable[Row], languages: list[str] | None = None) -> Iterator[Converted | Dropped]:
+    if languages is not None and (not isinstance(languages, list) or not all(isinstance(x, str) for x in languages)):
+        raise UserError(f"options.languages must be a list of language codes such as [en], got {languages!r}")
     messages, line_of = {}, {}
     for row in rows:
         if row.problem is not None:
@@ -62,6 +67,7 @@ def convert_rows(rows: Iterable[Row]) -> Iterator[Converted | Dropped]:
         if message["message_id"] in messages:
             yield Dropped(row.line, "message_id", "repeats an earlier message's id", "duplicate")
             continue
+        message["other_language"] = languages is not None and message["lang"] not in languages
         messages[message["message_id"]] = message
         line_of[message["message_id"]] = row.line
     replies = defaultdict(list)
@@ -77,6 +83,9 @@ def convert_rows(rows: Iterable[Row]) -> Iterator[Converted | Dropped]:
             continue
         if message["excluded"]:
             yield Dropped(line, "(record)", "is deleted or failed review", "excluded")
+        elif message["other_language"]:
+            yield Dropped(line, "lang", f"is {message['lang']!r}, not one of the languages kept {languages}",
+                          "language")
         elif message["parent_id"] is None:
             yield Dropped(line, "role", "an initial prompt (no parent_id) must be the prompter's, got 'assistant'",
                           "role_order")
@@ -96,7 +105,7 @@ def convert_rows(rows: Iterable[Row]) -> Iterator[Converted | Dropped]:
 
 
 def kept_subtree(message: dict, replies: dict) -> set[str]:
-    if message["excluded"]:
+    if message["excluded"] or message["other_language"]:
         return set()
     kept = {message["message_id"]}
     for child in replies[message["message_id"]]:

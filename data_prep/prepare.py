@@ -30,7 +30,10 @@ def recipe(source: SourceConfig, data: DataConfig) -> dict:
     """What determines the files' content: the source, its options, and the version of the module that builds it."""
     module = importlib.import_module(f"data_prep.{source.prepare}")
     world = module.world_recipe(data.world) if hasattr(module, "world_recipe") else None  # a tiny world's options
-    return {**asdict(source), "world": world, "version": getattr(module, "VERSION", 1)}
+    settings = asdict(source)
+    if not settings["options"]:  # so that directories built before sources had options stay valid
+        del settings["options"]
+    return {**settings, "world": world, "version": getattr(module, "VERSION", 1)}
 
 
 def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:

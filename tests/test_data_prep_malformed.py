@@ -65,7 +65,7 @@ def convert(tmp_path, lines: list[bytes], strict: bool, module=conversational, s
     path.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    source = SimpleNamespace(source=str(path), split="train", eval_size=0)
+    source = SimpleNamespace(options={}, source=str(path), split="train", eval_size=0)
     return path, out, build(module, "test", source, strict, out, {})
 
 
@@ -124,7 +124,7 @@ def test_a_source_converter_reports_its_own_fields(tmp_path):
     path = tmp_path / "in.jsonl.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines)))
     (tmp_path / "out").mkdir()
-    source = SimpleNamespace(source=str(path), split="train", eval_size=0)
+    source = SimpleNamespace(options={}, source=str(path), split="train", eval_size=0)
     report = build(lima, "lima", source, False, tmp_path / "out", {})
     assert report["counts"]["dropped"] == {"schema": 3}
     assert [e.split(": ", 1)[1] for e in report["dropped_examples"]] == [
@@ -139,6 +139,6 @@ def test_a_broken_json_array_stops_with_its_line_in_either_mode(tmp_path, conten
     path = tmp_path / "in.json"
     path.write_bytes(content)
     (tmp_path / "out").mkdir()
-    source = SimpleNamespace(source=str(path), split="train", eval_size=0)
+    source = SimpleNamespace(options={}, source=str(path), split="train", eval_size=0)
     with pytest.raises(UserError, match=f"in.json:{line}: "):
         build(conversational, "test", source, False, tmp_path / "out", {})

@@ -19,8 +19,8 @@ def write_jsonl(path, records):
     return path
 
 
-def run(module, tmp_path, records, eval_size=0):
-    source = SimpleNamespace(source=str(write_jsonl(tmp_path / "in.jsonl", records)), split="train",
+def run(module, tmp_path, records, eval_size=0, **options):
+    source = SimpleNamespace(options=options, source=str(write_jsonl(tmp_path / "in.jsonl", records)), split="train",
                              eval_size=eval_size)
     out = tmp_path / "out"
     out.mkdir()
@@ -104,6 +104,31 @@ def test_oasst1_tree_export_is_refused_with_a_hint(tmp_path):
         run(oasst1, tmp_path, [tree, tree])
 
 
+def test_oasst1_keeps_only_the_languages_asked_for_and_counts_the_rest(tmp_path):
+    tree = [message("p", None, "prompter", "Hi"), message("a", "p", "assistant", "Hello!"),
+            message("q", None, "prompter", "Hallo", lang="de"), message("b", "q", "assistant", "Guten Tag!", lang="de"),
+            message("r", None, "prompter", "Hey"), message("c", "r", "assistant", "Salut !", lang="fr"),
+            message("e", "q", "assistant", "Hello?")]  # English, below a German prompt
+    counts, files = run(oasst1, tmp_path, tree, languages=["en"])
+    assert files["sft.train.jsonl"] == [{"messages": [user("Hi"), assistant("Hello!")]}]
+    assert counts["dropped"] == {"language": 3, "excluded": 1}
+    dropped = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert {(d["line"], d["field"]) for d in dropped if d["reason"] == "language"} == {(3, "lang"), (4, "lang"),
+                                                                                       (6, "lang")}
+    (tmp_path / "all").mkdir()
+    counts, files = run(oasst1, tmp_path / "all", tree)  # no option: every language
+    assert "language" not in counts["dropped"] and len(files["sft.train.jsonl"]) == 3
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"lang": ["en"]}, r"options \['lang'\]: data_prep.oasst1 takes \['languages'\]"),
+    ({"languages": "en"}, r"options.languages must be a list of language codes such as \[en\], got 'en'"),
+])
+def test_a_source_option_its_module_does_not_take_is_refused(tmp_path, options, error):
+    with pytest.raises(UserError, match=error):
+        run(oasst1, tmp_path, [message("p", None, "prompter", "Hi")], **options)
+
+
 def test_ultrafeedback_binarized_gives_a_pair_and_a_demonstration_and_drops_ties(tmp_path):
     chosen = [user("Name a colour."), assistant("Blue.")]
     rejected = [user("Name a colour."), assistant("A car.")]
@@ -158,6 +183,6 @@ def test_plain_text_documents_for_ptx(tmp_path):
     path = tmp_path / "license.txt"
     path.write_text((SHARED_DATA / "alpaca_first100" / "DATA_LICENSE.alpaca").read_text())
     (tmp_path / "out").mkdir()
-    source = SimpleNamespace(source=str(path), split="train", eval_size=0)
+    source = SimpleNamespace(options={}, source=str(path), split="train", eval_size=0)
     counts = build(plain_text, "ptx", source, False, tmp_path / "out", {})["counts"]
     assert counts == {"in": 82, "out": {"ptx.train.jsonl": 80}, "dropped": {"duplicate": 2}}

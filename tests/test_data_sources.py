@@ -99,14 +99,15 @@ def test_multi_turn_conversations_keep_every_turn(built):
 def test_eval_prompts_in_training_data_are_found(built, tmp_path):
     """The Self-Instruct user-oriented set (an eval set, here trained on by mistake) and the Vicuna questions."""
     alpaca_eval = evaluation_prompts(built["alpaca_eval"], "alpaca_eval")
-    uo = SimpleNamespace(source=str(SHARED_DATA / "self_instruct" / "user_oriented_instructions.jsonl"),
+    uo = SimpleNamespace(options={}, source=str(SHARED_DATA / "self_instruct" / "user_oriented_instructions.jsonl"),
                          split="train", eval_size=0)
     with pytest.raises(UserError, match="no usable records"):  # every one of the 252 is an AlpacaEval prompt
         build(self_instruct, "uo", uo, False, tmp_path / "uo", alpaca_eval)
     (tmp_path / "uo").mkdir()
     counts = build(self_instruct, "uo", uo, False, tmp_path / "uo", {})["counts"]
     assert counts["out"] == {"sft.train.jsonl": 252}  # the same file without decontamination
-    vicuna = SimpleNamespace(source=str(SHARED_DATA / "vicuna_bench" / "question.jsonl"), split="train", eval_size=-1)
+    vicuna = SimpleNamespace(options={}, source=str(SHARED_DATA / "vicuna_bench" / "question.jsonl"), split="train",
+                             eval_size=-1)
     (tmp_path / "vicuna").mkdir()
     with pytest.raises(UserError, match="'eval_overlap': 80"):
         build(eval_prompts, "vicuna", vicuna, False, tmp_path / "vicuna", alpaca_eval)

@@ -17,7 +17,7 @@ SLICE = SHARED_DATA / "hh_rlhf_harmless_base_test" / "test_first1600.jsonl.gz"
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("hh")
-    source = SimpleNamespace(source=str(SLICE), split="train", eval_size=200)
+    source = SimpleNamespace(options={}, source=str(SLICE), split="train", eval_size=200)
     return out, build(hh_rlhf, "hh_rlhf", source, False, out, {})["counts"]
 
 

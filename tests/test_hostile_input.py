@@ -132,6 +132,12 @@ CLI_CASES = [  # (name, files to make: name -> bytes or None for a directory, ar
      ["alpaca", "in.json", "--out", "out"], "holds files data_prep did not write"),
     ("a negative eval size", {"in.json": ALPACA}, ["alpaca", "in.json", "--out", "out", "--eval-size", "-5"],
      "--eval-size -5"),
+    ("an option without a value", {"in.json": ALPACA}, ["alpaca", "in.json", "--out", "out", "--option", "languages"],
+     "--option languages: write KEY=VALUE"),
+    ("an option that is not YAML", {"in.json": ALPACA},
+     ["alpaca", "in.json", "--out", "out", "--option", "languages=[en"], "the value is not YAML"),
+    ("an option the module does not take", {"in.json": ALPACA},
+     ["alpaca", "in.json", "--out", "out", "--option", "languages=[en]"], "data_prep.alpaca takes none"),
 ]
 
 

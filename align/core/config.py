@@ -6,8 +6,9 @@ composed config into them, so a misspelt key or a wrong type fails at start-up, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -67,6 +68,7 @@ class SourceConfig:
     split: str  # split of a hub dataset to read (a local file is read whole)
     eval_size: int  # records of each kind held out for evaluation; -1: all (an evaluation set)
     decontaminate: list[str]  # sources whose evaluation prompts are removed from this source's output
+    options: dict[str, Any] = field(default_factory=dict)  # the module's own (oasst1: languages), checked by it
 
 
 @dataclass

@@ -203,3 +203,39 @@ def test_the_judge_as_reward_scores_the_decoded_response_to_its_prompt(setup):
     prompts = ["words 2 start sun end moon", "words 3 start moon end any", "words 2 start sun end moon"]
     reward = ppo_step.judge_reward(gold_score, tokenizer, prompts, eos)
     assert reward(torch.zeros(3, 1), responses).tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.fixture()
+def bf16_accelerator():
+    """An Accelerator with distributed.mixed_precision=bf16 on the CPU, in a state of its own (accelerate keeps one
+    per process)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield Accelerator(cpu=True, mixed_precision="bf16")
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_step_zero_invariants_hold_under_bf16(setup, bf16_accelerator):
+    """Under bf16 autocast, as align.ppo prepares its four models: the policy and the reference compute in the same
+    precision, so the step-0 KL is exactly 0, and the value model and the RM in the same precision, so the value at
+    each EOS is the RM's score (to bf16's resolution: the two passes see different padding)."""
+    from align.runtime.distributed import prepare_frozen
+
+    accelerator, fp32_reference = bf16_accelerator, copy.deepcopy(setup["reference"])
+    s = {**setup, "model": accelerator.prepare(setup["model"]),
+         "reference": prepare_frozen(setup["reference"], accelerator),
+         "reward_model": prepare_frozen(setup["reward_model"], accelerator)}
+    batch = ppo_step.shape(scored(s), kl_coef=0.1, ppo=s["ppo"])
+    assert torch.equal(batch.kl, torch.zeros_like(batch.kl))
+    with torch.no_grad():
+        _, all_values = s["model"](batch.query_responses, s["pad"])
+    ends = batch.context_length + L.last_index(batch.mask)
+    at_eos = all_values[torch.arange(len(ends)), ends]
+    assert at_eos.dtype == batch.raw_scores.dtype == batch.logprobs.dtype == torch.float32
+    assert torch.allclose(at_eos, batch.raw_scores, atol=2e-2)
+    # bf16 is really in effect: the same reference in fp32 gives other log-probabilities
+    C, t = batch.context_length, s["ppo"].temperature
+    with torch.no_grad():
+        fp32 = response_logprobs(lm_logits(fp32_reference, batch.query_responses, s["pad"], C), batch.responses, t)
+    assert (fp32 - batch.ref_logprobs)[batch.mask.bool()].abs().max() > 1e-4

@@ -86,14 +86,16 @@ def deepspeed_settings(accelerator, micro_batch_size: int, max_grad_norm: float)
 
 
 def prepare_frozen(model, accelerator):
-    """A model that only runs forward (the reference, the reward model), on the accelerator's device. Under ZeRO-3 it
-    was sharded as it loaded: it becomes a DeepSpeed inference engine that gathers each layer as it runs (TRL's)."""
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None and plugin.zero_stage == 3:
+    """A model that only runs forward (the reference, the reward model), on the accelerator's device and in the
+    precision of the models it is compared with: a policy under bf16 autocast against an fp32 reference would start
+    PPO at a KL of bf16 rounding noise, not 0. Under DeepSpeed it becomes an inference engine with the run's precision
+    (TRL's), which under ZeRO-3 gathers each layer as it runs; otherwise accelerate applies the mixed-precision
+    autocast to its forward, as it does to the policy's."""
+    if accelerator.state.deepspeed_plugin is not None:
         from trl.models.utils import prepare_deepspeed
 
         return prepare_deepspeed(model, accelerator)
-    return model.to(accelerator.device)
+    return accelerator.prepare_model(model, evaluation_mode=True)
 
 
 def leave_processes() -> None:

@@ -261,10 +261,11 @@ def run_child(spec_path: Path) -> None:
 # ---------------------------------------------------------------- the parent: setup, run, table
 
 
-def measure(work: Path, problem: dict, profile: bool, threads: int) -> dict:
-    """Run the stage in a child process (its stdout goes to our stderr: only the table goes to stdout)."""
+def measure(work: Path, overrides: list[str], profile: bool, threads: int) -> dict:
+    """Run the stage with these overrides in a child process (its stdout goes to our stderr: only the table goes to
+    stdout)."""
     spec = work / "spec.json"
-    spec.write_text(json.dumps({"overrides": stage_overrides(problem, work), "profile": profile,
+    spec.write_text(json.dumps({"overrides": overrides, "profile": profile,
                                 "threads": threads}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
@@ -347,7 +348,7 @@ def main() -> None:
         setup_started = time.perf_counter()
         problem = build_problem(work, args.prompt_repeats)
         setup_s = time.perf_counter() - setup_started
-        result = measure(work, problem, args.profile, args.threads)
+        result = measure(work, stage_overrides(problem, work), args.profile, args.threads)
     summary = summarise(result, args.warmup)
     # The config the stage ran with, re-composed here for the notes (cheap, and the same files are not needed).
     from align.core.config import load

@@ -133,3 +133,57 @@ def test_the_final_policy_loads_in_a_plain_transformers_chat_pipeline(small_run)
     (out,) = chat([{"role": "user", "content": "Give me one word for happy."}], max_new_tokens=4, do_sample=False)
     reply = out["generated_text"][-1]
     assert reply["role"] == "assistant" and isinstance(reply["content"], str)
+
+
+def test_ppo_samples_at_real_size_stop_at_their_first_eos_and_read_a_long_prompt_as_alone(small_run):
+    """PPO's sampler and forward on the 124M policy with GPT-2's vocabulary, on a batch of the longest HH prompt
+    within ppo.max_prompt_tokens and the three shortest (hundreds of left-pad tokens): every response stops at its
+    first EOS, and the log-probabilities PPO trains on are those of the long prompt alone. A policy after a few
+    steps almost never samples the EOS among 50,000 tokens, so its logit is raised here, in the LM head's output."""
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align.core.tokens import chat_ids, never_sampled
+    from align.modeling.forward import left_pad, lm_logits, response_logprobs
+    from align.rlhf.rollout import sample_responses
+
+    run = small_run / "runs" / "small" / "ppo-baseline"
+    max_prompt_tokens = yaml.safe_load((run / "config.resolved.yaml").read_text())["ppo"]["max_prompt_tokens"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    lm = AutoModelForCausalLM.from_pretrained(run / "final").eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    lines = (small_run / "data" / "hh_rlhf" / "prompts.train.jsonl").read_text().splitlines()
+    prompts = sorted((chat_ids(tokenizer, json.loads(line)["prompt"], generation_prompt=True) for line in lines),
+                     key=len)
+    fitting = [p for p in prompts if len(p) <= max_prompt_tokens]
+    rows = [fitting[-1], *fitting[:3]] * 2
+    assert len(rows[0]) >= 0.75 * max_prompt_tokens and len(rows[1]) < 0.25 * max_prompt_tokens
+
+    def raise_eos(module, inputs, logits):
+        logits[..., eos] += 9.0
+        return logits
+
+    queries, _ = left_pad(rows, pad)
+    hook = lm.lm_head.register_forward_hook(raise_eos)
+    torch.manual_seed(0)
+    responses = sample_responses(lm, queries, pad, eos, max_new_tokens=24, temperature=1.0,
+                                 never=never_sampled(tokenizer))
+    hook.remove()
+    ended = 0
+    for response in responses.tolist():
+        assert pad not in response[: response.index(eos) + 1 if eos in response else None]
+        assert not set(response) & (set(never_sampled(tokenizer)) - {pad})
+        if eos in response:
+            ended += 1
+            assert all(t == pad for t in response[response.index(eos) + 1 :])
+    assert 0 < ended
+
+    with torch.no_grad():
+        context = queries.shape[1]
+        batched = response_logprobs(lm_logits(lm, torch.cat([queries, responses], 1), pad, context), responses, 0.7)
+        alone_ids = torch.tensor([rows[0]])
+        alone = response_logprobs(lm_logits(lm, torch.cat([alone_ids, responses[:1]], 1), pad, alone_ids.shape[1]),
+                                  responses[:1], 0.7)
+    real = responses[0] != pad
+    assert torch.allclose(batched[0][real], alone[0][real], atol=1e-3)

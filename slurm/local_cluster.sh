@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# A throw-away single-node Slurm cluster on loopback, for CI and for trying the slurm/ scripts on one machine.
+# A throw-away Slurm cluster of one node or several on loopback, for CI and for trying the slurm/ scripts on one machine.
 #
 #   slurm/local_cluster.sh install        # apt: slurm-wlm munge slurmdbd mariadb-server (Debian 12: Slurm 22.05)
 #   slurm/local_cluster.sh start [DIR]    # munged, mariadbd, slurmdbd, slurmctld, slurmd; all state under DIR
 #   export SLURM_CONF=DIR/etc/slurm.conf  # what sbatch, srun, squeue, sacct need to find this cluster
 #   slurm/local_cluster.sh stop  [DIR]    # cancel jobs, stop the daemons by their pid files
+#   ALIGN_SLURM_NODES=2 slurm/local_cluster.sh start [DIR]    # two nodes, node1 and node2 (below)
+#
+# Several nodes: one slurmd per node, each with its own node name, address on the loopback range (node<i> is
+# 127.0.1.<i>) and port, spool directory, pid and log file. Debian's slurmd is built without multiple-slurmd support,
+# but a slurmd only needs a port and files of its own. The node names do not resolve (only NodeAddr is used: by
+# slurmctld to reach a node, by run_stage.sh for the main address of a job's ranks); every address is on loopback,
+# so nothing listens beyond this machine.
 #
 # DIR defaults to $ALIGN_SLURM_DIR or /tmp/align-slurm. Runs as root (SlurmUser=root). Ports are not Slurm's defaults
-# and can be changed (ALIGN_SLURM_PORT_BASE, default 16817: slurmctld, slurmd, slurmdbd, mariadb at +0..+3), so it
-# does not collide with a real cluster's daemons. Accounting (slurmdbd) is on because submitit polls `sacct`.
+# and can be changed (ALIGN_SLURM_PORT_BASE, default 16817: slurmctld, slurmd, slurmdbd, mariadb at +0..+3; the
+# slurmd of node<i> of several at +3+i), so it does not collide with a real cluster's daemons. Accounting (slurmdbd)
+# is on because submitit polls `sacct`.
 set -euo pipefail
 
 cmd=${1:?usage: local_cluster.sh install|start|stop [DIR]}
 BASE=${2:-${ALIGN_SLURM_DIR:-/tmp/align-slurm}}
 PORT=${ALIGN_SLURM_PORT_BASE:-16817}
 CTLD_PORT=$PORT SLURMD_PORT=$((PORT + 1)) DBD_PORT=$((PORT + 2)) DB_PORT=$((PORT + 3))
+NODES=${ALIGN_SLURM_NODES:-1}
 export SLURM_CONF=$BASE/etc/slurm.conf PATH=$PATH:/usr/sbin
 
 install() {
@@ -23,6 +32,20 @@ install() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge slurmdbd mariadb-server >/dev/null
         return
+    done
+}
+
+node_names() {  # localhost for one node (it resolves), node1..nodeN for several
+    if ((NODES == 1)); then echo localhost; else seq -f "node%g" "$NODES"; fi
+}
+
+node_lines() {  # each node's address and slurmd port: one port each, as they share this machine
+    if ((NODES == 1)); then
+        echo "NodeName=localhost NodeAddr=127.0.0.1 Port=$SLURMD_PORT"
+        return
+    fi
+    for i in $(seq "$NODES"); do
+        echo "NodeName=node$i NodeAddr=127.0.1.$i Port=$((PORT + 3 + i))"
     done
 }
 
@@ -40,11 +63,11 @@ CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$BASE/spool/ctld
-SlurmdSpoolDir=$BASE/spool/d
+SlurmdSpoolDir=$BASE/spool/d-%n
 SlurmctldPidFile=$BASE/run/slurmctld.pid
-SlurmdPidFile=$BASE/run/slurmd.pid
+SlurmdPidFile=$BASE/run/slurmd-%n.pid
 SlurmctldLogFile=$BASE/log/slurmctld.log
-SlurmdLogFile=$BASE/log/slurmd.log
+SlurmdLogFile=$BASE/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -65,8 +88,8 @@ MinJobAge=5
 # scancel and requeue: SIGKILL 5 s after SIGTERM instead of 30
 KillWait=5
 SlurmdParameters=config_overrides
-# the node name must resolve: it becomes the main address of torch's rendezvous
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=${ALIGN_SLURM_MEM_MB:-16000} State=UNKNOWN
+NodeName=DEFAULT CPUs=$cpus RealMemory=${ALIGN_SLURM_MEM_MB:-16000} State=UNKNOWN
+$(node_lines)
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     cat >"$BASE/etc/slurmdbd.conf" <<CONF
@@ -121,8 +144,8 @@ start() {
     wait_for 20 slurmdbd timeout 5 sacctmgr -n list cluster
     timeout 10 sacctmgr -i add cluster align >/dev/null 2>&1 || true  # already there on a restart
     slurmctld -i  # -i: ignore state left by an earlier run
-    slurmd -N localhost
-    wait_for 30 "an idle node" bash -c 'timeout 5 sinfo -h -o %T | grep -qx idle'
+    for node in $(node_names); do slurmd -N "$node"; done
+    wait_for 30 "$NODES idle node(s)" bash -c "[[ \$(timeout 5 sinfo -h -N -o %T | grep -cx idle) == $NODES ]]"
     echo "local Slurm cluster up; export SLURM_CONF=$SLURM_CONF"
 }
 
@@ -147,7 +170,9 @@ stop() {
         timeout 10 scancel --full --user="$(id -un)" 2>/dev/null || true
         wait_for 15 "an empty queue" bash -c '[[ -z $(timeout 5 squeue -h) ]]' || true
     fi
-    stop_daemons slurmd slurmctld
+    local slurmds=()
+    for pid in "$BASE"/run/slurmd-*.pid; do [[ -f $pid ]] && slurmds+=("$(basename "$pid" .pid)"); done
+    stop_daemons "${slurmds[@]}" slurmctld
     stop_daemons slurmdbd mariadbd munged
     # step daemons of this cluster that outlived slurmd (their descriptors point into $BASE), by pid
     for p in /proc/[0-9]*; do

@@ -29,7 +29,11 @@ echo "$(date -u +%FT%TZ) job $SLURM_JOB_ID ($SLURM_JOB_NAME) on $SLURM_JOB_NODEL
 if [[ -z ${ALIGN_ACCELERATE_CONFIG:-} && $world == 1 ]]; then
     stage=(python -m "$module" "$@")
 else
-    main_address=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    # the address Slurm itself reaches that node at (its NodeAddr, which is the node name unless the cluster says
+    # otherwise): node names need not resolve
+    main_address=$(scontrol show node "$first_node" | grep -o 'NodeAddr=[^ ]*' | cut -d= -f2)
+    main_address=${main_address:-$first_node}
     main_port=${ALIGN_MAIN_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
     read -ra extra <<<"${ALIGN_ACCELERATE_ARGS:-}"
     # single quotes: SLURM_NODEID is each node's own, read by the bash that srun starts there

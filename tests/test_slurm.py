@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,9 @@ def have_slurm() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    """A running loopback cluster; the environment for its clients and for the stages its jobs run."""
+@contextmanager
+def local_cluster(nodes: int = 1):
+    """A running loopback cluster of `nodes` nodes; the environment for its clients and for the stages its jobs run."""
     reason = have_slurm()
     if reason:
         if os.environ.get("ALIGN_REQUIRE_SLURM") == "1":
@@ -51,8 +52,8 @@ def slurm():
         pytest.skip(reason)
     base = Path(tempfile.mkdtemp(prefix="align-slurm-"))  # not under pytest's tmp dirs: munged refuses mode 700 above
     env = {**os.environ, "SLURM_CONF": str(base / "etc" / "slurm.conf"), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "ALIGN_SLURM_PORT_BASE": str(17000 + 4 * (os.getpid() % 500))}  # its own ports
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ALIGN_SLURM_NODES": str(nodes),
+           "ALIGN_SLURM_PORT_BASE": str(17000 + 12 * (os.getpid() % 250) + 4 * (nodes > 1))}  # own ports
     cluster = [str(REPO / "slurm" / "local_cluster.sh")]
     started = subprocess.run([*cluster, "start", str(base)], env=env, capture_output=True, text=True, timeout=120)
     try:
@@ -61,6 +62,12 @@ def slurm():
     finally:
         subprocess.run([*cluster, "stop", str(base)], env=env, capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    with local_cluster() as env:
+        yield env
 
 
 def free_port() -> int:

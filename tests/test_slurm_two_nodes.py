@@ -1,0 +1,79 @@
+"""Two Slurm nodes on this machine (slurm/local_cluster.sh with ALIGN_SLURM_NODES=2: a slurmd per node, each on its
+own loopback address and port): the pipeline across both nodes, one process on each, through the same scripts a GPU
+cluster uses (srun, one launcher per node, the main address and machine rank from the allocation), against the same
+config on one node with two processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from test_slurm import SHORT, free_port, local_cluster, submit, wait_for_jobs
+
+pytestmark = pytest.mark.slow
+
+LAYOUTS = {  # sbatch options, environment
+    "two nodes": (("--nodes=2",), {}),
+    "one node": (("--nodes=1", "--cpus-per-task=2"), {"ALIGN_PROCS_PER_NODE": "2"}),
+}
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    with local_cluster(nodes=2) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def runs(two_nodes, tmp_path_factory, tiny_data_root):
+    """Each layout's run: SFT and the RM under ZeRO-2, then PPO under ZeRO-3, then the evaluation in one process;
+    layout -> (output root, {stage: job id})."""
+    done = {}
+    for layout, (sbatch, extra) in LAYOUTS.items():
+        root = tmp_path_factory.mktemp(layout.replace(" ", "-"))
+        common = (*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "ppo.total_episodes=128")
+        jobs = {}
+        for stages, launch_config in (("sft rm", "zero2"), ("ppo", "zero3"), ("eval", None)):
+            env = {**two_nodes, **extra, "ALIGN_MAIN_PORT": str(free_port()),
+                   "ALIGN_ACCELERATE_ARGS": "--mixed_precision no"}
+            options = sbatch
+            if launch_config is None:  # one process: no launcher
+                env.pop("ALIGN_PROCS_PER_NODE", None)
+                options = ("--nodes=1",)
+            else:
+                env["ALIGN_ACCELERATE_CONFIG"] = f"conf/accelerate/{launch_config}.yaml"
+            ids = submit(*common, env=env, stages=stages, sbatch=options)
+            states = wait_for_jobs(ids, two_nodes, timeout=600)
+            logs = {p.name: p.read_text()[-3000:] for p in (root / "tiny" / "slurm").glob("*.out")}
+            assert set(states.values()) == {"COMPLETED"}, (layout, stages, states, logs)
+            jobs.update(zip(stages.split(), ids))
+        done[layout] = (root, jobs)
+    return done
+
+
+def test_each_stage_ran_one_process_on_each_node_and_logged_where_the_readme_says(runs):
+    root, jobs = runs["two nodes"]
+    for stage in ("sft", "rm", "ppo"):
+        log = (root / "tiny" / "slurm" / f"align-{stage}-{jobs[stage]}.out").read_text()
+        assert f"on node[1-2]: align.{stage}, 2 node(s) x 1 process(es)" in log, log[-2000:]
+        assert "stage finished with status 0" in log
+        run_dir = root / "tiny" / ("ppo-baseline" if stage == "ppo" else stage)
+        resolved = (run_dir / "config.resolved.yaml").read_text()
+        assert "world_size: 2" in resolved
+        assert f"deepspeed_zero_stage: {3 if stage == 'ppo' else 2}" in resolved
+
+
+def test_two_nodes_train_the_weights_one_node_with_two_processes_does(runs):
+    """The same config, world size, seeds and data order: the models agree to float rounding (the collectives may
+    sum in another order) and the evaluation gives the same gold score."""
+    (two, _), (one, _) = runs["two nodes"], runs["one node"]
+    for stage in ("sft", "rm", "ppo-baseline"):
+        a = load_file(two / "tiny" / stage / "final" / "model.safetensors")
+        b = load_file(one / "tiny" / stage / "final" / "model.safetensors")
+        assert a.keys() == b.keys(), stage
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst <= 1e-5, (stage, worst)
+    gold = [json.loads((root / "tiny" / "eval-baseline" / "eval.json").read_text())["models"]["ppo"]["gold_score"]
+            for root in (two, one)]
+    assert gold[0] == pytest.approx(gold[1], abs=0.02), gold

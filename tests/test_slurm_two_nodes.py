@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
-from test_slurm import SHORT, free_port, local_cluster, submit, wait_for_jobs
+from test_slurm import SHORT, free_port, local_cluster, signal_mid_stage_and_finish, submit, wait_for_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,22 @@ def test_two_nodes_train_the_weights_one_node_with_two_processes_does(runs):
     gold = [json.loads((root / "tiny" / "eval-baseline" / "eval.json").read_text())["models"]["ppo"]["gold_score"]
             for root in (two, one)]
     assert gold[0] == pytest.approx(gold[1], abs=0.02), gold
+
+
+def test_a_two_node_ppo_job_signalled_mid_run_is_requeued_and_ends_with_the_uninterrupted_weights(
+        runs, two_nodes, tiny_data_root):
+    """The time limit's USR1 to a PPO job on two nodes under ZeRO-3: every rank checkpoints, the job is requeued,
+    resumes on both nodes, and ends with the weights of the same job run straight through."""
+    root, _ = runs["two nodes"]
+    env = {**two_nodes, "ALIGN_ACCELERATE_CONFIG": "conf/accelerate/zero3.yaml",
+           "ALIGN_ACCELERATE_ARGS": "--mixed_precision no", "ALIGN_MAIN_PORT": str(free_port())}
+    log, signalled = signal_mid_stage_and_finish(root, "requeued", 384, env, tiny_data_root, sbatch=("--nodes=2",))
+    assert "2 node(s) x 1 process(es)" in log and "resuming from" in log
+    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "variant=straight",
+                    "ppo.total_episodes=384", "ppo.save_every=1", env={**env, "ALIGN_MAIN_PORT": str(free_port())},
+                    stages="ppo", sbatch=("--nodes=2",))
+    assert wait_for_jobs([job], two_nodes, timeout=600) == {job: "COMPLETED"}
+    resumed = load_file(signalled / "final" / "model.safetensors")
+    straight = load_file(root / "tiny" / "ppo-straight" / "final" / "model.safetensors")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)

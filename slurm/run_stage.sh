@@ -15,6 +15,8 @@
 # checkpoint and exits 75, and this script runs `scontrol requeue`. The requeued job runs the same command, and the
 # stage resumes from its last checkpoint. A launcher reports a signalled rank's exit as its own failure, not as 75,
 # so a signalled job whose stage did not finish is requeued too: checkpoints are atomic, resuming is always safe.
+# A stage killed from outside (exit status above 128: a node that died, the kernel's OOM killer) with no signal sent
+# here is requeued too, at most $ALIGN_MAX_REQUEUES times (default 3) over the job's life.
 set -uo pipefail
 
 module=${1:?usage: run_stage.sh MODULE [HYDRA_OVERRIDES...]}
@@ -64,8 +66,16 @@ while ((waited < signals)); do  # a trapped signal ends `wait` early: wait again
     status=$?
 done
 
+max_requeues=${ALIGN_MAX_REQUEUES:-3}
 if [[ $status == 75 || ($signals -gt 0 && $status != 0) ]]; then
     echo "$(date -u +%FT%TZ) stage stopped with status $status: requeueing job $SLURM_JOB_ID to resume"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 75
+elif ((status > 128 && requeued < max_requeues)); then
+    # A process killed from outside (signal status - 128, e.g. 9) with no signal sent to this script: what a node that
+    # dies or a kernel that kills for memory looks like from here. Requeued a few times, not forever.
+    echo "$(date -u +%FT%TZ) a process of the stage was killed (status $status), as when a node fails: requeueing" \
+        "job $SLURM_JOB_ID to resume from its last complete checkpoint ($((requeued + 1)) of at most $max_requeues)"
     scontrol requeue "$SLURM_JOB_ID"
     exit 75
 fi

@@ -169,6 +169,24 @@ def test_sweep_through_the_submitit_launcher(chain, slurm, tiny_data_root):
     assert kl["0.0"] != kl["0.5"], kl  # the points trained differently
 
 
+def release_requeued(job: str, env: dict) -> None:
+    """Wait for `job` to be requeued once, then let it start again as soon as its nodes are free."""
+
+    def requeued():
+        shown = run("scontrol", "show", "job", "-o", job, env=env)
+        return "Restarts=1" in shown and "JobState=PENDING" in shown
+
+    wait_until(requeued, "the job to be requeued", timeout=120)
+    # The nodes finish cleaning up after the first run (their epilog) while the job already waits; a job started on a
+    # node still completing can fail to launch, so release it only once every node is idle.
+    wait_until(lambda: run("sinfo", "-h", "-o", "%T", env=env).strip() == "idle", "the nodes to be idle", timeout=120)
+    # Slurm holds a requeued job back for two minutes (its begin time), and for a reason: the node revokes the job's
+    # credential when the first run ends, and refuses a new one issued within the same second ("Job credential
+    # revoked", and the job FAILS). Release it two seconds after the nodes are idle rather than two minutes.
+    time.sleep(2)
+    run("scontrol", "update", f"JobId={job}", "StartTime=now", env=env)
+
+
 def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: dict, data_root: Path,
                                 sbatch: tuple[str, ...] = ()) -> tuple[str, Path]:
     """Submit PPO (a checkpoint every update), send it the time-limit signal once it has a checkpoint, release the
@@ -179,20 +197,7 @@ def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: di
     wait_until(lambda: any(run_dir.glob("checkpoint-*")), "the first PPO checkpoint", timeout=300, every=0.5)
     # what Slurm does --signal=B:USR1@300 before the time limit
     run("scancel", "--signal=USR1", "--batch", job, env=env)
-
-    def requeued():
-        shown = run("scontrol", "show", "job", "-o", job, env=env)
-        return "Restarts=1" in shown and "JobState=PENDING" in shown
-
-    wait_until(requeued, "the job to be requeued", timeout=120)
-    # The node finishes cleaning up after the first run (its epilog) while the job already waits; a job started on a
-    # node still completing can fail to launch, so release it only once the node is idle.
-    wait_until(lambda: run("sinfo", "-h", "-o", "%T", env=env).strip() == "idle", "the node to be idle", timeout=120)
-    # Slurm holds a requeued job back for two minutes (its begin time), and for a reason: the node revokes the job's
-    # credential when the first run ends, and refuses a new one issued within the same second ("Job credential
-    # revoked", and the job FAILS). Release it two seconds after the node is idle rather than two minutes.
-    time.sleep(2)
-    run("scontrol", "update", f"JobId={job}", "StartTime=now", env=env)
+    release_requeued(job, env)
     states = wait_for_jobs([job], env, timeout=300, runs=2)
     if states != {job: "COMPLETED"}:  # pytest.fail, not assert: pytest would shorten the logs
         log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()

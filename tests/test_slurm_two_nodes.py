@@ -6,11 +6,23 @@ config on one node with two processes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_slurm import SHORT, free_port, local_cluster, signal_mid_stage_and_finish, submit, wait_for_jobs
+from test_slurm import (
+    SHORT,
+    free_port,
+    local_cluster,
+    release_requeued,
+    signal_mid_stage_and_finish,
+    submit,
+    wait_for_jobs,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -80,20 +92,71 @@ def test_two_nodes_train_the_weights_one_node_with_two_processes_does(runs):
     assert gold[0] == pytest.approx(gold[1], abs=0.02), gold
 
 
+EPISODES = 768  # 12 updates of 2 x 32: long enough to interrupt after the first checkpoint
+
+
+def ppo_env(two_nodes: dict) -> dict:
+    return {**two_nodes, "ALIGN_ACCELERATE_CONFIG": "conf/accelerate/zero3.yaml",
+            "ALIGN_ACCELERATE_ARGS": "--mixed_precision no", "ALIGN_MAIN_PORT": str(free_port())}
+
+
+@pytest.fixture(scope="module")
+def straight(runs, two_nodes, tiny_data_root):
+    """The final weights of a two-node PPO job under ZeRO-3 run straight through, a checkpoint every update."""
+    root, _ = runs["two nodes"]
+    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "variant=straight",
+                    f"ppo.total_episodes={EPISODES}", "ppo.save_every=1", env=ppo_env(two_nodes), stages="ppo",
+                    sbatch=("--nodes=2",))
+    assert wait_for_jobs([job], two_nodes, timeout=600) == {job: "COMPLETED"}
+    return load_file(root / "tiny" / "ppo-straight" / "final" / "model.safetensors")
+
+
+def assert_same_weights(final: Path, expected: dict) -> None:
+    weights = load_file(final / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in weights)
+
+
 def test_a_two_node_ppo_job_signalled_mid_run_is_requeued_and_ends_with_the_uninterrupted_weights(
-        runs, two_nodes, tiny_data_root):
+        runs, two_nodes, tiny_data_root, straight):
     """The time limit's USR1 to a PPO job on two nodes under ZeRO-3: every rank checkpoints, the job is requeued,
     resumes on both nodes, and ends with the weights of the same job run straight through."""
     root, _ = runs["two nodes"]
-    env = {**two_nodes, "ALIGN_ACCELERATE_CONFIG": "conf/accelerate/zero3.yaml",
-           "ALIGN_ACCELERATE_ARGS": "--mixed_precision no", "ALIGN_MAIN_PORT": str(free_port())}
-    log, signalled = signal_mid_stage_and_finish(root, "requeued", 384, env, tiny_data_root, sbatch=("--nodes=2",))
+    log, run_dir = signal_mid_stage_and_finish(root, "requeued", EPISODES, ppo_env(two_nodes), tiny_data_root,
+                                               sbatch=("--nodes=2",))
     assert "2 node(s) x 1 process(es)" in log and "resuming from" in log
-    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "variant=straight",
-                    "ppo.total_episodes=384", "ppo.save_every=1", env={**env, "ALIGN_MAIN_PORT": str(free_port())},
-                    stages="ppo", sbatch=("--nodes=2",))
-    assert wait_for_jobs([job], two_nodes, timeout=600) == {job: "COMPLETED"}
-    resumed = load_file(signalled / "final" / "model.safetensors")
-    straight = load_file(root / "tiny" / "ppo-straight" / "final" / "model.safetensors")
-    assert resumed.keys() == straight.keys()
-    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+    assert_same_weights(run_dir / "final", straight)
+
+
+def launcher_on(node: str) -> int | None:
+    """The pid of the `accelerate launch` a job step runs on `node` (slurmd gives its tasks SLURMD_NODENAME)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environment = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"launch" in command[:3] and f"SLURMD_NODENAME={node}".encode() in environment:
+            return int(proc.name)
+    return None
+
+
+def test_a_two_node_ppo_job_that_loses_a_node_is_requeued_and_ends_with_the_uninterrupted_weights(
+        runs, two_nodes, tiny_data_root, straight):
+    """SIGKILL to the second node's launcher once PPO has a checkpoint, as a node that dies: the other node's ranks
+    are stopped, the job is requeued and resumes from its last complete checkpoint, never from one cut short, and
+    ends with the weights of the job run straight through."""
+    root, _ = runs["two nodes"]
+    run_dir = root / "tiny" / "ppo-node-lost"
+    (job,) = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "variant=node-lost",
+                    f"ppo.total_episodes={EPISODES}", "ppo.save_every=1", env=ppo_env(two_nodes), stages="ppo",
+                    sbatch=("--nodes=2",))
+    wait_until(lambda: any(run_dir.glob("checkpoint-*")), "the first PPO checkpoint", timeout=300, every=0.2)
+    os.kill(wait_until(lambda: launcher_on("node2"), "node2's launcher", timeout=30, every=0.2), signal.SIGKILL)
+    release_requeued(job, two_nodes)
+    states = wait_for_jobs([job], two_nodes, timeout=300, runs=2)
+    log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
+    assert states == {job: "COMPLETED"}, log[-3000:]
+    assert "was killed (status 137)" in log and "resuming from" in log, log[-3000:]
+    assert not (run_dir / "final").is_symlink() and json.loads((run_dir / "metrics.json").read_text())["resumed_from"]
+    assert_same_weights(run_dir / "final", straight)

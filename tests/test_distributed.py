@@ -241,3 +241,17 @@ def test_a_nan_on_one_rank_stops_every_rank_at_once(config, rm_zero2, runs, tiny
     run_dir = runs / "tiny" / f"ppo-nan-{config}"
     assert [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-1"] and is_complete(run_dir / "checkpoint-1")
     assert not (run_dir / "final").exists()
+
+
+def test_a_nan_gradient_norm_under_deepspeed_stops_the_run_before_anything_is_saved(rm_zero2, runs, tiny_data_root,
+                                                                                   launch_env):
+    """Under ZeRO-2 the engine clips and steps inside the backward pass; accelerate hands PPO the norm DeepSpeed
+    measured there: a NaN in it at update 2 stops both ranks, naming it, and update 1's checkpoint stays the newest."""
+    from align.runtime.checkpoints import is_complete
+
+    env = {**launch_env, "ALIGN_TEST_INJECT_NAN": "gradient norm@2"}
+    result = launch("zero2", "ppo", *common(runs, tiny_data_root), "variant=nan-grad-zero2", env=env, succeed=False)
+    assert "non-finite gradient norm (nan) at PPO update 2" in result.stderr, result.stderr[-3000:]
+    run_dir = runs / "tiny" / "ppo-nan-grad-zero2"
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-1"] and is_complete(run_dir / "checkpoint-1")
+    assert not (run_dir / "final").exists()

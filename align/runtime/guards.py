@@ -1,8 +1,9 @@
 """Stop on a NaN or inf before it reaches the weights, naming the quantity and the step.
 
-A non-finite loss, reward or gradient norm is checked before the optimizer step that would use it, so the weights
-and every checkpoint on disk stay finite; the run stops with one message (exit status 2, like other errors the user
-has to look into) that names the last good checkpoint to resume from once the cause is fixed.
+A non-finite loss, reward or gradient norm is checked before the optimizer step that would use it (under DeepSpeed,
+whose engine steps inside backward(), the gradient norm right after that step), so every checkpoint on disk stays
+finite; the run stops with one message (exit status 2, like other errors the user has to look into) that names the
+last good checkpoint to resume from once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class NonFinite(UserError):
 def require_finite(quantity: str, value, run_dir: Path, step: int, unit: str = "step") -> None:
     """Raise NonFinite unless every element of `value` (a number or a tensor) is finite, on every process: the
     processes agree first, so that one rank's NaN stops them all here rather than leaving the others waiting in the
-    next collective. None passes: under DeepSpeed the gradient norm is only known after the optimizer step. The
+    next collective. None passes. The
     test-only fault seam (align.runtime.faults) makes `quantity` NaN at `step` here, so that the guard is what a test
     exercises."""
     require_all_finite({quantity: value}, run_dir, step, unit)
@@ -39,9 +40,9 @@ def require_all_finite(values: dict, run_dir: Path, step: int, unit: str = "step
         return
     last = newest_complete(run_dir)
     where = f" on rank {', '.join(map(str, bad_ranks))}" if bad_ranks else ""
-    raise NonFinite(f"non-finite {problem or 'value'} at {unit} {step}{where}: stopped before the optimizer step; the "
-                    f"last good checkpoint is {last or 'none (nothing was saved yet)'}. Re-running resumes from it, "
-                    f"so fix the cause first (learning rate, data, the reward model's weights)")
+    raise NonFinite(f"non-finite {problem or 'value'} at {unit} {step}{where}: stopped before anything of this step "
+                    f"was saved; the last good checkpoint is {last or 'none (nothing was saved yet)'}. Re-running "
+                    "resumes from it, so fix the cause first (learning rate, data, the reward model's weights)")
 
 
 def non_finite(quantity: str, value) -> str | None:

@@ -7,11 +7,11 @@
 #   slurm/local_cluster.sh stop  [DIR]    # cancel jobs, stop the daemons by their pid files
 #   ALIGN_SLURM_NODES=2 slurm/local_cluster.sh start [DIR]    # two nodes, node1 and node2 (below)
 #
-# Several nodes: one slurmd per node, each with its own node name, address on the loopback range (node<i> is
-# 127.0.1.<i>) and port, spool directory, pid and log file. Debian's slurmd is built without multiple-slurmd support,
-# but a slurmd only needs a port and files of its own. The node names do not resolve (only NodeAddr is used: by
-# slurmctld to reach a node, by run_stage.sh for the main address of a job's ranks); every address is on loopback,
-# so nothing listens beyond this machine.
+# Several nodes: one slurmd per node, each with its own node name, port, spool directory, pid and log file, all at
+# 127.0.0.1. Debian's slurmd is built without multiple-slurmd support, but a slurmd only needs a port and files of
+# its own. The node names do not resolve: slurmctld reaches a node at its NodeAddr and port, and run_stage.sh takes
+# a job's main address from NodeAddr too. Every daemon binds to 127.0.0.1 only (CommunicationParameters), never to
+# all interfaces, so nothing listens beyond this machine.
 #
 # DIR defaults to $ALIGN_SLURM_DIR or /tmp/align-slurm. Runs as root (SlurmUser=root). Ports are not Slurm's defaults
 # and can be changed (ALIGN_SLURM_PORT_BASE, default 16817: slurmctld, slurmd, slurmdbd, mariadb at +0..+3; the
@@ -45,7 +45,7 @@ node_lines() {  # each node's address and slurmd port: one port each, as they sh
         return
     fi
     for i in $(seq "$NODES"); do
-        echo "NodeName=node$i NodeAddr=127.0.1.$i Port=$((PORT + 3 + i))"
+        echo "NodeName=node$i NodeAddr=127.0.0.1 Port=$((PORT + 3 + i))"
     done
 }
 
@@ -88,6 +88,8 @@ MinJobAge=5
 # scancel and requeue: SIGKILL 5 s after SIGTERM instead of 30
 KillWait=5
 SlurmdParameters=config_overrides
+# bind to the address this machine's name resolves to (loopback here), not to every interface
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 NodeName=DEFAULT CPUs=$cpus RealMemory=${ALIGN_SLURM_MEM_MB:-16000} State=UNKNOWN
 $(node_lines)
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
@@ -104,6 +106,7 @@ StoragePort=$DB_PORT
 StorageUser=slurm
 StoragePass=slurm
 StorageLoc=slurm_acct_db
+CommunicationParameters=NoInAddrAny
 PidFile=$BASE/run/slurmdbd.pid
 LogFile=$BASE/log/slurmdbd.log
 CONF

@@ -38,6 +38,26 @@ def two_nodes():
         yield env
 
 
+def listening() -> dict[int, str]:
+    """Port -> the address a socket listens on, from the kernel's tables (IPv4; IPv6 as written there)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].rsplit(":", 1)
+                found[int(port, 16)] = address
+    return found
+
+
+def test_the_two_node_cluster_listens_on_loopback_only(two_nodes):
+    """slurmctld, slurmdbd, mariadb and both slurmd: on 127.0.0.1, none on every interface."""
+    base = int(two_nodes["ALIGN_SLURM_PORT_BASE"])
+    daemons = {base: "slurmctld", base + 2: "slurmdbd", base + 3: "mariadb", base + 4: "node1", base + 5: "node2"}
+    sockets = listening()
+    assert {daemons[port]: sockets.get(port) for port in daemons} == dict.fromkeys(daemons.values(), "0100007F")
+
+
 @pytest.fixture(scope="module")
 def runs(two_nodes, tmp_path_factory, tiny_data_root):
     """Each layout's run: SFT and the RM under ZeRO-2, then PPO under ZeRO-3, then the evaluation in one process;

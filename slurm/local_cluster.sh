@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throw-away Slurm cluster of one node or several on loopback, for CI and for trying the slurm/ scripts on one machine.
+# A throw-away Slurm cluster of one node or several on loopback, for CI and for trying the slurm/ scripts on one
+# machine.
 #
 #   slurm/local_cluster.sh install        # apt: slurm-wlm munge slurmdbd mariadb-server (Debian 12: Slurm 22.05)
 #   slurm/local_cluster.sh start [DIR]    # munged, mariadbd, slurmdbd, slurmctld, slurmd; all state under DIR

@@ -23,9 +23,8 @@ class NonFinite(UserError):
 def require_finite(quantity: str, value, run_dir: Path, step: int, unit: str = "step") -> None:
     """Raise NonFinite unless every element of `value` (a number or a tensor) is finite, on every process: the
     processes agree first, so that one rank's NaN stops them all here rather than leaving the others waiting in the
-    next collective. None passes. The
-    test-only fault seam (align.runtime.faults) makes `quantity` NaN at `step` here, so that the guard is what a test
-    exercises."""
+    next collective. None passes. The test-only fault seam (align.runtime.faults) makes `quantity` NaN at `step`
+    here, so that the guard is what a test exercises."""
     require_all_finite({quantity: value}, run_dir, step, unit)
 
 

@@ -34,21 +34,11 @@ from data_prep.prepare import ensure_prepared
 
 
 def train(cfg: Config) -> dict:
-    from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
-
     from align.evaluation.judging import check_judge
     from align.evaluation.rm_eval import evaluate_pairs
-    from align.modeling.models import load_reward_model, load_tokenizer
+    from align.modeling.models import load_tokenizer
     from align.modeling.reward_model import score, shift_scores
-    from align.trainers.stage_setup import (
-        last_checkpoint,
-        log_tensorboard_to,
-        settings_arguments,
-        stage_callbacks,
-        train_from,
-        trainer_arguments,
-    )
+    from align.trainers.stage_setup import log_tensorboard_to
 
     if cfg.rm.audit and cfg.paths.rm != cfg.paths.rm_audit:
         cfg = audit_config(cfg)
@@ -75,13 +65,85 @@ def train(cfg: Config) -> dict:
         raise UserError(f"{cfg.data.prefs_train}: {with_margin} of {len(train_pairs)} pairs have a margin; give "
                         "every pair one, or none")
 
-    # 2. model: a one-label classifier on the SFT trunk, new head, dropout off
+    # 2-4. model, trainer, training, as many times as rm.restarts asks: which checks an RM learns varies with its
+    # seed (head initialisation, pair order), and its accuracy on the held-out pairs' own labels tells which runs
+    # learned more (docs/ablations.md). Only the best restart so far is kept in memory.
     tokenizer = load_tokenizer(cfg.model, path=s.init_from)
-    rm = load_reward_model(cfg.model, tokenizer, s.init_from, cfg.seed)
 
-    # 3. trainer: Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
+    # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
+    # the same for training pairs).
+    def fits(messages: list[dict]) -> bool:
+        return len(chat_ids(tokenizer, messages)) <= s.max_length
+
+    n_eval, n_reference = len(eval_pairs), len(reference)
+    eval_pairs = [p for p in eval_pairs if fits(p["prompt"] + p["chosen"]) and fits(p["prompt"] + p["rejected"])]
+    reference = [r for r in reference if fits(r["messages"])]
+    if not reference or not eval_pairs:
+        raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: "
+                        f"{n_eval} held-out pairs, {n_reference} demonstrations before")
+
+    restarts, best = [], None
+    for k in range(s.restarts):
+        out_dir = run_dir if s.restarts == 1 else run_dir / f"restart-{k}"
+        rm, trainer, result = fit_one(cfg, tokenizer, train_pairs, eval_pairs, out_dir, cfg.seed + k,
+                                      metrics_log if s.restarts == 1 else MetricsLog(out_dir / "metrics.jsonl"))
+        if s.restarts > 1:
+            result["accuracy"] = evaluate_pairs(rm, tokenizer, eval_pairs, None, s.eval_batch_size)["accuracy"]
+            print0(f"restart {k} (seed {cfg.seed + k}): held-out accuracy {result['accuracy']:.3f}")
+        restarts.append(result)
+        if best is None or result.get("accuracy", 0) > restarts[best[0]].get("accuracy", 0):
+            best = (k, rm, trainer)
+        del rm, trainer
+    chosen, rm, trainer = best
+    too_long = {"train": len(train_pairs) - restarts[chosen]["train_pairs"], "eval": n_eval - len(eval_pairs),
+                "reference": n_reference - len(reference)}
+    if any(too_long.values()):
+        print0(f"left out conversations longer than rm.max_length={s.max_length} tokens: {too_long}")
+
+    # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
+    offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
+    shift_scores(rm, offset)
+
+    # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
+    # pairs
+    trainer.save_model(str(run_dir / "final"))
+    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
+    if s.restarts > 1:
+        evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
+                                  "accuracy": [r["accuracy"] for r in restarts]}
+    metrics = {"train_loss": restarts[chosen]["train_loss"], "global_step": trainer.state.global_step,
+               "resumed_from": restarts[chosen]["resumed_from"], "normalization_offset": offset,
+               "normalization_samples": len(reference), **evaluation,
+               "dropped_too_long": too_long,
+               "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
+    if is_main_process():
+        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
+    return metrics
+
+
+def fit_one(cfg: Config, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], out_dir: Path, seed: int,
+            metrics_log: MetricsLog) -> tuple:
+    """One RM trained with `seed` in `out_dir` (continuing from its last checkpoint there): the model, its trainer,
+    and what the run's metrics report of it."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from align.modeling.models import load_reward_model
+    from align.trainers.stage_setup import (
+        last_checkpoint,
+        settings_arguments,
+        stage_callbacks,
+        train_from,
+        trainer_arguments,
+    )
+
+    s = cfg.rm
+    # a one-label classifier on the SFT trunk, new head, dropout off
+    rm = load_reward_model(cfg.model, tokenizer, s.init_from, seed)
+    # Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
     args = RewardConfig(**trainer_arguments(
-        cfg, run_dir,
+        dataclasses.replace(cfg, seed=seed), out_dir,
         **settings_arguments(s),
         max_length=s.max_length,
         center_rewards_coefficient=s.center_rewards_coefficient,
@@ -95,41 +157,10 @@ def train(cfg: Config) -> dict:
         processing_class=tokenizer,
         callbacks=stage_callbacks(metrics_log, "rm", s),
     )
-    # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
-    # the same for training pairs).
-    def fits(messages: list[dict]) -> bool:
-        return len(chat_ids(tokenizer, messages)) <= s.max_length
-
-    n_eval, n_reference = len(eval_pairs), len(reference)
-    eval_pairs = [p for p in eval_pairs if fits(p["prompt"] + p["chosen"]) and fits(p["prompt"] + p["rejected"])]
-    reference = [r for r in reference if fits(r["messages"])]
-    too_long = {"train": len(train_pairs) - len(trainer.train_dataset), "eval": n_eval - len(eval_pairs),
-                "reference": n_reference - len(reference)}
-    if any(too_long.values()):
-        print0(f"left out conversations longer than rm.max_length={s.max_length} tokens: {too_long}")
-    if not reference or not eval_pairs:
-        raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: {too_long}")
-
-    # 4. train, continuing from the last checkpoint of this run directory if there is one
-    last = last_checkpoint(run_dir, s.resume)
+    last = last_checkpoint(out_dir, s.resume)
     train_loss = train_from(trainer, last, s.max_steps)
-
-    # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
-    offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
-    shift_scores(rm, offset)
-
-    # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
-    # pairs
-    trainer.save_model(str(run_dir / "final"))
-    evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
-    metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
-               "normalization_offset": offset, "normalization_samples": len(reference), **evaluation,
-               "dropped_too_long": too_long,
-               "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
-    if is_main_process():
-        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-    finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
-    return metrics
+    return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
+                         "train_pairs": len(trainer.train_dataset)}
 
 
 def audit_config(cfg: Config) -> Config:

@@ -146,6 +146,7 @@ class RMSettings(TrainerSettings):
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all
     audit: bool  # train the audit RM instead: on data.prefs_audit, with seed + 1, into paths.rm_audit
+    restarts: int  # train this many RMs (seeds seed, seed + 1, ...) and keep the most accurate on the held-out pairs
 
 
 @dataclass
@@ -311,7 +312,7 @@ def load(cfg: DictConfig) -> Config:
 
 
 POSITIVE = ("sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
-            "rm.lr", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length",
+            "rm.lr", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length", "rm.restarts",
             "ppo.total_episodes", "ppo.batch_size", "ppo.num_minibatches", "ppo.ppo_epochs", "ppo.lr", "ppo.adam_eps",
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",

@@ -1,0 +1,45 @@
+"""rm.restarts: several RMs trained with consecutive seeds, the most accurate on the held-out pairs' labels kept."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import tiny_config
+
+from align import rm as rm_stage
+from align.modeling.models import load_causal_lm, load_tokenizer
+
+
+def first_lines(path: str, n: int, out) -> str:
+    out.write_text("".join(open(path).readlines()[:n]))
+    return str(out)
+
+
+def test_restarts_keep_the_most_accurate_and_resume_without_training_again(tiny_data_root, tmp_path):
+    cfg = tiny_config(f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", "rm.restarts=3", "rm.max_steps=3",
+                      "rm.batch_size=8", "rm.eval_steps=100", "rm.save_steps=100", "rm.normalize_samples=50",
+                      stage="rm")
+    # a slice of the world's pairs: the restarts, not the data, are under test
+    cfg.data.prefs_train = first_lines(cfg.data.prefs_train, 48, tmp_path / "train.jsonl")
+    cfg.data.prefs_eval = first_lines(cfg.data.prefs_eval, 100, tmp_path / "eval.jsonl")
+    tokenizer = load_tokenizer(cfg.model)
+    load_causal_lm(cfg.model, tokenizer, None, seed=0).save_pretrained(tmp_path / "sft")
+    tokenizer.save_pretrained(tmp_path / "sft")
+    cfg.rm.init_from = str(tmp_path / "sft")
+
+    metrics = rm_stage.train(cfg)
+    run_dir = tmp_path / "tiny" / "rm"
+    restarts = json.loads((run_dir / "eval.json").read_text())["restarts"]
+    assert restarts["seeds"] == [cfg.seed, cfg.seed + 1, cfg.seed + 2]
+    accuracies = restarts["accuracy"]
+    assert len(set(accuracies)) > 1, "three seeds gave the same RM: the seed does not reach the restarts"
+    assert restarts["chosen"] == accuracies.index(max(accuracies))
+    # the saved RM is the chosen one: normalisation shifts scores, never which response of a pair wins
+    assert metrics["accuracy"] == accuracies[restarts["chosen"]]
+    for k in range(3):
+        assert (run_dir / f"restart-{k}" / "checkpoint-3").is_dir()
+
+    # run again: every restart is finished, so each is loaded from its last checkpoint, and the choice is the same
+    again = rm_stage.train(cfg)
+    assert again["resumed_from"] == str(run_dir / f"restart-{restarts['chosen']}" / "checkpoint-3")
+    assert json.loads((run_dir / "eval.json").read_text())["restarts"] == restarts

@@ -59,11 +59,42 @@ def unconfirmed_gains(summary: dict[str, dict], reference: str, margin: float = 
     return warnings
 
 
+def few_shot_examples(cfg: Config, eval_records: list[dict], judge, n_prompts: int, most: int) -> list[list]:
+    """For each evaluation prompt, the solved examples eval.shots may show before it (none if no row asks for any):
+    from eval.shot_examples, never an evaluation prompt, and only fully solved ones where the task has a judge."""
+    from align.evaluation.few_shot import shots_for, solved_examples
+
+    if most == 0:
+        return [[] for _ in range(n_prompts)]
+    if cfg.eval.shot_examples is None:
+        raise UserError(f"eval.shots asks for {most} examples a prompt: set eval.shot_examples to SFT records")
+    with main_process_first():
+        ensure_prepared(cfg.data, [cfg.eval.shot_examples])
+    records, _ = read_records(cfg.eval.shot_examples, "sft", cfg.data.on_bad_record)
+    held_out = {r["prompt"][-1]["content"] for r in eval_records}
+    examples = solved_examples(records, held_out, judge)
+    if len(examples) < most:
+        raise UserError(f"eval.shots asks for {most} examples a prompt; {cfg.eval.shot_examples} has {len(examples)} "
+                        "single-turn demonstrations that are not evaluation prompts"
+                        + (" and that the judge scores in full" if judge is not None else ""))
+    return shots_for(n_prompts, examples, most, cfg.seed)
+
+
+def check_context(lm, prompt_ids: list[list[int]], max_new_tokens: int, row: str) -> None:
+    """A prompt and its answer must fit the model's positions: examples before a question lengthen it."""
+    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    longest = max(len(ids) for ids in prompt_ids)
+    if limit is not None and longest + max_new_tokens > limit:
+        raise UserError(f"{row}: a prompt of {longest} tokens and eval.max_new_tokens={max_new_tokens} exceed the "
+                        f"model's {limit} positions; ask for fewer examples (eval.shots) or fewer new tokens")
+
+
 def evaluate(cfg: Config) -> dict:
     from tqdm import tqdm
 
+    from align.evaluation.few_shot import as_zero_shot_chat, chat_prompt, plain_text_prompt
     from align.evaluation.judging import check_judge, check_rates
-    from align.evaluation.sampling import sample
+    from align.evaluation.sampling import line_end_ids, sample_ids
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
     from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
@@ -78,6 +109,12 @@ def evaluate(cfg: Config) -> dict:
             require_stage_output(name, cfg.paths.root, f"the {label} model; run its stage with the same overrides "
                                  f"first, or set eval.models.{label} (eval.reward_model, eval.audit_reward_model) to "
                                  "another directory or null")
+    for key, labels in (("eval.shots", e.shots), ("eval.plain_text", e.plain_text)):
+        if unknown := [label for label in labels if label not in e.models]:
+            raise UserError(f"{key} names {unknown}, which are not among eval.models ({', '.join(models)})")
+    if e.shots.get(e.reference, [0]) != [0] or e.reference in e.plain_text:
+        raise UserError(f"eval.reference={e.reference!r} is what every row is compared with: keep it zero-shot, in the "
+                        "chat format (out of eval.shots and eval.plain_text)")
     if cfg.data.prompts_eval is None:
         raise UserError("data.prompts_eval is not set: the evaluation needs held-out prompts")
     run_dir = Path(cfg.paths.eval)
@@ -100,22 +137,43 @@ def evaluate(cfg: Config) -> dict:
     def load_lm(name: str):
         return load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from if name == BASE else name, cfg.seed)
 
-    # 1. sample: every model answers every prompt with the same sampling settings and seed
+    # the evaluation's rows: a model zero-shot, or once per number of examples eval.shots gives it
+    rows = {(label if e.shots.get(label, [0]) == [0] else f"{label} {k}-shot"): (label, k)
+            for label in models for k in e.shots.get(label) or [0]}
+    shots = few_shot_examples(cfg, records, judge, len(prompts), max(k for _, k in rows.values()))
+
+    # 1. sample: every row answers every prompt with the same sampling settings and seed. A row shown examples, or
+    # prompted as plain text, is scored as if its answer had been given to the bare question in the chat format: the
+    # reward model reads it there, and it has no KL to the reference (another context).
     completions, own_logprobs = {}, {}
     for label, name in tqdm(models.items(), desc="sampling", disable=not is_main_process()):
         lm = load_lm(name)
-        completions[label] = sample(lm, tokenizer, prompts, e.max_new_tokens, e.temperature, e.batch_size, cfg.seed)
-        if e.temperature > 0:
-            own_logprobs[label] = response_logprob_sums(lm, completions[label], pad_id, e.temperature, e.batch_size)
+        for row, (_, k) in ((r, v) for r, v in rows.items() if v[0] == label):
+            plain = label in e.plain_text
+            if plain:
+                prompt_ids = [tokenizer(plain_text_prompt(p[-1]["content"], s[:k]))["input_ids"]
+                              for p, s in zip(prompts, shots)]
+            else:
+                prompt_ids = [chat_ids(tokenizer, chat_prompt(p, s[:k]), generation_prompt=True)
+                              for p, s in zip(prompts, shots)]
+            check_context(lm, prompt_ids, e.max_new_tokens, row)
+            sampled = sample_ids(lm, tokenizer, prompt_ids, e.max_new_tokens, e.temperature, e.batch_size, cfg.seed,
+                                 line_end_ids(tokenizer) if plain else [tokenizer.eos_token_id])
+            if k == 0 and not plain:
+                completions[row] = sampled
+                if e.temperature > 0:
+                    own_logprobs[row] = response_logprob_sums(lm, sampled, pad_id, e.temperature, e.batch_size)
+            else:
+                completions[row] = [as_zero_shot_chat(tokenizer, p, c) for p, c in zip(prompts, sampled)]
         del lm
 
-    # 2. KL to the reference, on each model's own samples (undefined for greedy decoding)
+    # 2. KL to the reference, on each row's own samples (undefined for greedy decoding)
     kl = {}
     if e.temperature > 0:
         reference = load_lm(reference_path)
-        for label in models:
-            ref_logprobs = response_logprob_sums(reference, completions[label], pad_id, e.temperature, e.batch_size)
-            kl[label] = (own_logprobs[label] - ref_logprobs).tolist()
+        for row in own_logprobs:
+            ref_logprobs = response_logprob_sums(reference, completions[row], pad_id, e.temperature, e.batch_size)
+            kl[row] = (own_logprobs[row] - ref_logprobs).tolist()
         del reference
 
     # 3. the reward model's score of every response
@@ -123,21 +181,21 @@ def evaluate(cfg: Config) -> dict:
     for scores, path in ((rm_scores, e.reward_model), (audit_scores, e.audit_reward_model)):
         if path is not None:
             rm = load_reward_model(cfg.model, tokenizer, path, cfg.seed)
-            scores.update({label: reward_scores(rm, completions[label], pad_id, e.batch_size).tolist()
-                           for label in models})
+            scores.update({row: reward_scores(rm, completions[row], pad_id, e.batch_size).tolist()
+                           for row in rows})
             del rm
 
     # 4. the gold judge's score, where the task has one
     gold = {}
     if judge is not None:
-        gold = {label: [judge.score(prompt[-1]["content"], c.text, c.ended)
-                        for prompt, c in zip(prompts, completions[label])] for label in models}
+        gold = {row: [judge.score(prompt[-1]["content"], c.text, c.ended)
+                      for prompt, c in zip(prompts, completions[row])] for row in rows}
 
-    # 5. summary: one row per model; win rates against the reference
+    # 5. summary: one row per model (and per number of examples); win rates against the reference
     summary = {}
-    for label, name in models.items():
-        row = {"model": name, "prompts": len(prompts),
-               "response_tokens": mean(c.n_tokens for c in completions[label]),
+    for label, (model_label, k) in rows.items():
+        row = {"model": models[model_label], "shots": k, "plain_text": model_label in e.plain_text,
+               "prompts": len(prompts), "response_tokens": mean(c.n_tokens for c in completions[label]),
                "eos_rate": mean(c.ended for c in completions[label])}
         if gold:
             row["gold_score"] = mean(gold[label])
@@ -152,7 +210,7 @@ def evaluate(cfg: Config) -> dict:
         if audit_scores:
             row["audit_rm_score"] = mean(audit_scores[label])
             row["audit_rm_win_rate"] = win_rate(audit_scores[label], audit_scores[e.reference])
-        if kl:
+        if label in kl:
             row["kl"] = mean(kl[label])
         summary[label] = row
     warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
@@ -169,11 +227,11 @@ def evaluate(cfg: Config) -> dict:
                             **({"gold": gold[label][i]} if gold else {}),
                             **({"rm": rm_scores[label][i]} if rm_scores else {}),
                             **({"audit_rm": audit_scores[label][i]} if audit_scores else {}),
-                            **({"kl": kl[label][i]} if kl else {})}
-                    for label in models}}) + "\n")
+                            **({"kl": kl[label][i]} if label in kl else {})}
+                    for label in rows}}) + "\n")
         write_report(run_dir / "report.md", results, prompts[: e.report_samples],
                      {label: [c.text if c.ended else c.text + " [no EOS]" for c in completions[label]]
-                      for label in models})
+                      for label in rows})
         write_plot(run_dir / "eval.png", results)
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
         print_table(results)

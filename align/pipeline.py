@@ -1,4 +1,5 @@
-"""The whole InstructGPT path in one command: SFT, reward model, PPO, then the judged evaluation.
+"""The whole InstructGPT path in one command: SFT, reward model, PPO, then the judged evaluation (pretraining first
+where pipeline.stages starts with pretrain).
 
     python -m align.pipeline +experiment=tiny                     # offline, CPU, a few minutes
     python -m align.pipeline +experiment=small seed=1             # the same overrides reach every stage
@@ -34,17 +35,20 @@ from align.runtime.runs import run_stage
 
 # What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
 STAGE_INPUTS = {
-    "sft": (("seed", "model", "data", "sft"), "metrics.json"),
-    "rm": (("seed", "model", "data", "sft", "rm"), "metrics.json"),
-    "rm_audit": (("seed", "model", "data", "sft", "rm"), "metrics.json"),  # align.rm on data.prefs_audit
-    "ppo": (("seed", "variant", "model", "data", "sft", "rm", "ppo"), "metrics.json"),
-    "eval": (("seed", "variant", "model", "data", "sft", "rm", "ppo", "eval"), "eval.json"),
+    "pretrain": (("seed", "model", "data", "pretrain"), "metrics.json"),
+    "sft": (("seed", "model", "data", "pretrain", "sft"), "metrics.json"),
+    "rm": (("seed", "model", "data", "pretrain", "sft", "rm"), "metrics.json"),
+    "rm_audit": (("seed", "model", "data", "pretrain", "sft", "rm"), "metrics.json"),  # align.rm on data.prefs_audit
+    "ppo": (("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo"), "metrics.json"),
+    "eval": (("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo", "eval"), "eval.json"),
 }
 
 
 def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
     """The function `python -m align.<stage>` runs (imported late: each stage imports its own heavy libraries)."""
-    if stage == "sft":
+    if stage == "pretrain":
+        from align.pretrain import train
+    elif stage == "sft":
         from align.sft import train
     elif stage in ("rm", "rm_audit"):  # the audit RM: the RM stage on the config audit_config gives it
         from align.rm import train

@@ -5,6 +5,7 @@
 #   slurm/submit.sh [SBATCH_OPTIONS...] -- [HYDRA_OVERRIDES...]
 #   slurm/submit.sh --partition=gpu --account=me --nodes=2 --gpus-per-node=8 --time=08:00:00 -- +experiment=small
 #   ALIGN_STAGES="ppo eval" slurm/submit.sh -- +experiment=small ppo.kl_coef=0.1     # only part of the chain
+#   ALIGN_STAGES="pretrain sft rm ppo eval" slurm/submit.sh -- +experiment=tiny +ablation=pretrained_base
 #
 # sbatch's environment variables work as well (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_TIMELIMIT, ...), and so do
 # run_stage.sh's (ALIGN_ACCELERATE_CONFIG, ALIGN_PROCS_PER_NODE): the jobs inherit this environment.

@@ -27,6 +27,8 @@ ABLATIONS = {
     "ppo_epochs_1": ({"ppo.ppo_epochs": 1}, set()),
     "ppo_minibatches_8": ({"ppo.num_minibatches": 8}, set()),
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
+    "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final",
+                         "pipeline.stages": ["pretrain", "sft", "rm", "ppo", "eval"]}, {"sft", "rm"}),
     "rloo": ({"ppo.algorithm": "rloo"}, set()),
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
     "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),

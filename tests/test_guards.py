@@ -47,6 +47,14 @@ def test_sft_stops_on_a_nan_loss(tmp_path, tiny_data_root):
 
 
 @pytest.mark.slow
+def test_pretraining_stops_on_a_nan_loss(tmp_path, tiny_data_root):
+    result = run_module("align.pretrain", "+experiment=tiny", f"paths.root={tmp_path}",
+                        f"paths.data={tiny_data_root}", "pretrain.max_steps=30", "pretrain.save_steps=10",
+                        "pretrain.eval_steps=1000", env={"ALIGN_TEST_INJECT_NAN": "output@15"})
+    assert_stopped(result, "non-finite logits (nan) at step 15", tmp_path / "tiny" / "pretrain", kept=10)
+
+
+@pytest.mark.slow
 def test_rm_stops_on_a_nan_reward(tiny_sft_dir, tmp_path, tiny_data_root):
     root = tiny_sft_dir.parent.parent
     result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",

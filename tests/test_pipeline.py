@@ -49,7 +49,7 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
     result = run_module("align.pipeline", "+experiment=tiny", f"paths.root={tmp_path}", "pipeline.stages=[sft,dpo]",
                         timeout=120)
     assert result.returncode == 2
-    assert "pipeline stages are sft, rm, rm_audit, ppo, eval" in result.stderr
+    assert "pipeline stages are pretrain, sft, rm, rm_audit, ppo, eval" in result.stderr
 
 
 @pytest.mark.slow

@@ -63,6 +63,16 @@ def test_sft_stops_on_sigusr1_and_resumes(tmp_path, tiny_data_root):
 
 
 @pytest.mark.slow
+def test_pretraining_stops_on_sigusr1_and_resumes(tmp_path, tiny_data_root):
+    common = ["+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}", "pretrain.max_steps=60",
+              "pretrain.save_steps=1000", "pretrain.eval_steps=1000", "pretrain.logging_steps=5"]
+    run_dir = tmp_path / "tiny" / "pretrain"
+    stopped_at, _ = interrupt_then_resume("align.pretrain", common, run_dir, "pretrain/loss", tmp_path)
+    assert 5 <= stopped_at < 60
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 60
+
+
+@pytest.mark.slow
 def test_sigterm_while_the_stage_starts_stops_it_after_its_first_step(tmp_path, tiny_data_root):
     common = ["+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}", "sft.max_steps=20",
               "sft.save_steps=1000", "sft.eval_steps=1000", "eval.num_prompts=10"]

@@ -23,10 +23,12 @@ from helpers import REPO
 pytestmark = pytest.mark.slow
 
 # Shortened tiny stages: the chain takes minutes (docs/benchmarks.md).
-SHORT = ["+experiment=tiny", "sft.max_steps=20", "sft.eval_steps=1000", "sft.save_steps=1000", "rm.max_steps=20",
+SHORT = ["+experiment=tiny", "pretrain.max_steps=20", "pretrain.eval_steps=1000", "pretrain.save_steps=1000",
+         "sft.max_steps=20", "sft.eval_steps=1000", "sft.save_steps=1000", "rm.max_steps=20",
          "rm.eval_steps=1000", "rm.save_steps=1000", "eval.num_prompts=20"]
-# slurm/submit.sh's default chain; in a checkout without align/eval.py it ends at PPO
-CHAIN = ("sft", "rm", "ppo", "eval") if (REPO / "align" / "eval.py").is_file() else ("sft", "rm", "ppo")
+# slurm/submit.sh's default chain after pretraining; in a checkout without align/eval.py it ends at PPO
+CHAIN = ("pretrain", "sft", "rm", "ppo", "eval") if (REPO / "align" / "eval.py").is_file() else (
+    "pretrain", "sft", "rm", "ppo")
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}
 
@@ -126,8 +128,8 @@ def submit(*overrides: str, env: dict, stages: str, sbatch: tuple[str, ...] = ()
 def chain(slurm, tmp_path_factory, tiny_data_root):
     """The tiny pipeline submitted through slurm/submit.sh and run to its end: (output root, job ids)."""
     root = tmp_path_factory.mktemp("runs")
-    jobs = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "ppo.total_episodes=96", env=slurm,
-                  stages=" ".join(CHAIN))
+    jobs = submit(*SHORT, f"paths.root={root}", f"paths.data={tiny_data_root}", "ppo.total_episodes=96",
+                  "sft.init_from=${paths.pretrain}/final", env=slurm, stages=" ".join(CHAIN))
     states = wait_for_jobs(jobs, slurm, timeout=600)
     logs = root / "tiny" / "slurm"
     assert set(states.values()) == {"COMPLETED"}, (states, *(p.read_text()[-3000:] for p in logs.glob("*.out")))
@@ -136,7 +138,8 @@ def chain(slurm, tmp_path_factory, tiny_data_root):
 
 def test_chain_runs_every_stage_after_the_previous_one(chain):
     root, jobs = chain
-    run_dirs = [root / "tiny" / stage for stage in ("sft", "rm", "ppo-baseline", "eval-baseline")[:len(CHAIN)]]
+    run_dirs = [root / "tiny" / stage
+                for stage in ("pretrain", "sft", "rm", "ppo-baseline", "eval-baseline")[:len(CHAIN)]]
     for stage, run_dir, job in zip(CHAIN, run_dirs, jobs):
         assert (run_dir / ("eval.json" if stage == "eval" else "final/model.safetensors")).is_file()
         log = (root / "tiny" / "slurm" / f"align-{stage}-{job}.out").read_text()
@@ -144,6 +147,7 @@ def test_chain_runs_every_stage_after_the_previous_one(chain):
         # the same overrides reached every stage
         resolved = (run_dir / "config.resolved.yaml").read_text()
         assert "max_steps: 20" in resolved and "total_episodes: 96" in resolved
+    assert f"init_from: {run_dirs[0]}/final" in (run_dirs[1] / "config.resolved.yaml").read_text()  # SFT from it
     # each stage started after the one before it had finished
     finished = [max(f.stat().st_mtime for f in d.glob("*.json")) for d in run_dirs]
     started = [(d / "provenance.json").stat().st_mtime for d in run_dirs]

@@ -56,6 +56,8 @@ class WorldConfig:
     n_prompts: int
     n_eval_prompts: int
     n_ptx: int
+    n_pretrain: int  # documents of plain text to pretrain a base model on (a twentieth as many more held out)
+    pretrain_task_fraction: float  # share of those documents that are pages of solved prompts
     tokenizer_vocab_size: int
 
 
@@ -98,6 +100,8 @@ class DataConfig:
     prompts_train: str | None  # prompts {"prompt": [...]} that PPO samples responses to
     prompts_eval: str | None  # held-out prompts {"prompt": [...]} for judged evaluation
     ptx_train: str | None  # pretraining text {"text": ...} for PPO-ptx
+    pretrain_train: str | None  # plain text {"text": ...} that align.pretrain trains a base model on
+    pretrain_eval: str | None  # held-out plain text: the pretrained model's perplexity
     judge: str | None  # the task's gold judge: any importable package.module:function (prompt, response, ended) ->
     #   score, or a data_prep module's name (tiny_world.judge); None: no judge, gold scores left out (docs/own_task.md)
     on_bad_record: str  # "error": stop at the first malformed record; "drop": drop it and report the count
@@ -138,6 +142,13 @@ class SFTSettings(TrainerSettings):
     packing_strategy: str  # "bfd": whole documents, which never attend to each other (align/trainers/packed_rows.py);
     #   "wrapped": rows cut across documents, which attend to each other
     trl_fused_lm_head: bool  # TRL's tiled LM head for the loss (less memory, slower on a CPU); false: align's own
+
+
+@dataclass
+class PretrainSettings(TrainerSettings):
+    """Next-token training on plain text (the GPT-1/GPT-2 step): from scratch, or continued from a pretrained model."""
+
+    packing: bool  # concatenate documents into full rows of max_length tokens, cut anywhere (GPT-2's pretraining)
 
 
 @dataclass
@@ -220,6 +231,9 @@ class EvalConfig:
     reward_model: str | None  # scores every response; null: no RM columns
     audit_reward_model: str | None  # an RM trained on other pairs: does it confirm the training RM's gains? null: off
     report_samples: int  # prompts shown with every model's response side by side in report.md
+    shots: dict[str, list[int]]  # label -> numbers of solved examples shown before each prompt (a row each); else 0
+    shot_examples: str | None  # SFT records the examples come from (never an evaluation prompt)
+    plain_text: list[str]  # labels prompted as plain text (a base model): examples and question as pretraining pages
 
 
 @dataclass
@@ -257,6 +271,7 @@ class LoggerConfig:
 class PathsConfig:
     root: str  # every run lives under root/run_name
     data: str  # prepared datasets
+    pretrain: str  # the pretraining run directory: final/ is a plain causal LM that SFT can start from
     sft: str  # the SFT run directory; later stages find its final model here
     rm: str  # the reward-model run directory
     rm_audit: str  # the audit reward model's run directory (trained on data.prefs_audit)
@@ -273,6 +288,7 @@ class Config:
     seed: int
     model: ModelConfig
     data: DataConfig
+    pretrain: PretrainSettings
     sft: SFTSettings
     rm: RMSettings
     ppo: PPOSettings
@@ -311,18 +327,21 @@ def load(cfg: DictConfig) -> Config:
     return config
 
 
-POSITIVE = ("sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
+POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretrain.eval_batch_size",
+            "pretrain.max_length",
+            "sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
             "rm.lr", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length", "rm.restarts",
             "ppo.total_episodes", "ppo.batch_size", "ppo.num_minibatches", "ppo.ppo_epochs", "ppo.lr", "ppo.adam_eps",
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
             "chat.max_new_tokens")
-NON_NEGATIVE = ("sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef", "ppo.ptx_coef",
-                "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
+NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
+                "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
                 "chat.temperature")
-FRACTIONS = ("sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam", "data.world.demonstrator_p",
-             "data.world.label_noise", "data.world.degenerate_fraction")
+FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
+             "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",
+             "data.world.pretrain_task_fraction")
 
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),
@@ -351,7 +370,7 @@ def check_ranges(config: Config) -> None:
     for key, allowed in CHOICES.items():
         if value(key) not in allowed:
             raise UserError(f"invalid config at key {key!r}: {value(key)!r} is not one of {', '.join(allowed)}")
-    for stage in ("sft", "rm"):
+    for stage in ("pretrain", "sft", "rm"):
         settings = value(stage)
         if settings.epochs <= 0 and settings.max_steps <= 0:
             raise UserError(f"invalid config at key '{stage}.epochs': {settings.epochs} must be > 0 "

@@ -95,6 +95,15 @@ def check_text(record: dict) -> Problem:
     return None
 
 
+PLAIN_TEXT_SEPARATOR = "\n\n"  # between solved prompts on a page of plain text
+
+
+def plain_text_example(prompt: str, response: str) -> str:
+    """A solved prompt as plain text (no chat template): the prompt's line, then the answer's. The tiny worlds'
+    pretraining pages write their examples so, and a model prompted as plain text (eval.plain_text) is shown them so."""
+    return f"{prompt}\n{response}"
+
+
 def reason(problem: tuple[str, str]) -> str:
     """The category a problem is counted under in a data_prep manifest: empty_content, role_order or schema."""
     what = problem[1]

@@ -23,7 +23,7 @@ from data_prep.tiny_world.build import build, corpus
 from data_prep.tiny_world.world import Task
 
 TASKS = {task.name: task for task in (words.TASK, digits.TASK, template.TASK)}
-VERSION = 4  # the builder and the tiny tokenizer: bump when they change what is written; each task has its own version
+VERSION = 5  # the builder and the tiny tokenizer: bump when they change what is written; each task has its own version
 
 
 def task_of(world: WorldConfig) -> Task:

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 from align.core.config import WorldConfig
+from align.core.contracts import PLAIN_TEXT_SEPARATOR, plain_text_example
 from data_prep.writing import write_jsonl
 
 from .world import Task
@@ -52,6 +53,21 @@ def preference_pair(task: Task, prompt: str, spec, rng: random.Random, world: Wo
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
+
+
+def pretraining_document(task: Task, sample, rng: random.Random, world: WorldConfig) -> dict:
+    """A document of the world's web: text in its vocabulary, or, with probability world.pretrain_task_fraction, a
+    page of two to five solved prompts (held-out prompts never among them) written with a care drawn for the page
+    (each check met with a probability uniform in [0, 1]). The page's care is the latent a few solved examples
+    reveal, so a base model pretrained here can learn from examples in its context (the GPT-3 step)."""
+    if rng.random() >= world.pretrain_task_fraction:
+        return {"text": task.ptx_text(rng)}
+    care = rng.random()
+    examples = []
+    for _ in range(rng.randint(2, 5)):
+        prompt, spec = sample()
+        examples.append(plain_text_example(prompt, demonstrate(task, spec, rng, care)))
+    return {"text": PLAIN_TEXT_SEPARATOR.join(examples)}
 
 
 def build(out_dir: Path, world: WorldConfig, task: Task) -> dict[str, int]:
@@ -95,6 +111,11 @@ def build(out_dir: Path, world: WorldConfig, task: Task) -> dict[str, int]:
         # Last, so that every split above is drawn as before: pairs of their own for an independent audit RM.
         "prefs.audit": pairs(train_prompt, world.n_pairs),
     }
+    # Then plain text to pretrain a base model on (align.pretrain), drawn after all the rest for the same reason.
+    splits["pretrain.train"] = [pretraining_document(task, train_prompt, rng, world)
+                                for _ in range(world.n_pretrain)]
+    splits["pretrain.eval"] = [pretraining_document(task, train_prompt, rng, world)
+                               for _ in range(world.n_pretrain // 20)]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, records in splits.items():
         write_jsonl(out_dir / f"{name}.jsonl", records)

@@ -29,7 +29,7 @@ from align.core.config import Config
 from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.rm import audit_config
-from align.runtime.distributed import drop_launcher_arguments
+from align.runtime.distributed import barrier, drop_launcher_arguments, forget_accelerator
 from align.runtime.preemption import Preempted, stop_request
 from align.runtime.runs import run_stage
 
@@ -137,6 +137,7 @@ def run_pipeline(cfg: Config) -> dict:
             raise Preempted(f"stopped on {stop.describe()} before {stage}")
         print0(f"[pipeline] {stage}: running into {run_dir}", flush=True)
         start = time.perf_counter()
+        forget_accelerator()  # each stage builds its own
         stage_entry(stage, cfg.ppo.algorithm)(stage_cfg)
         gc.collect()  # the stage's models are garbage now; free them before the next stage loads its own
         timings[stage] = f"{time.perf_counter() - start:.0f} s"
@@ -146,6 +147,7 @@ def run_pipeline(cfg: Config) -> dict:
         return {"stages": timings}
     from align.evaluation.tables import print_table
 
+    barrier()  # the main process writes eval.json; the others read it after
     results = json.loads((Path(cfg.paths.eval) / "eval.json").read_text())
     if is_main_process():
         report = Path(cfg.paths.eval) / "report.md"

@@ -38,6 +38,7 @@ def train(cfg: Config) -> dict:
     from align.trainers.stage_setup import (
         last_checkpoint,
         log_tensorboard_to,
+        save_final,
         settings_arguments,
         stage_callbacks,
         train_from,
@@ -88,7 +89,7 @@ def train(cfg: Config) -> dict:
     train_loss = train_from(trainer, last, s.max_steps)
 
     # 5. the plain Hugging Face model directory first (nothing after training can lose it), then the final evaluation
-    trainer.save_model(str(run_dir / "final"))
+    save_final(trainer, run_dir / "final")
     metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step, "resumed_from": last,
                **trainer.evaluate()}
     metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])

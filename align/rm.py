@@ -28,7 +28,7 @@ from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
-from align.runtime.distributed import drop_launcher_arguments, main_process_first
+from align.runtime.distributed import drop_launcher_arguments, forget_accelerator, main_process_first
 from align.runtime.runs import MetricsLog, finish_run, require_stage_output, run_stage, start_run
 from data_prep.prepare import ensure_prepared
 
@@ -38,7 +38,7 @@ def train(cfg: Config) -> dict:
     from align.evaluation.rm_eval import evaluate_pairs
     from align.modeling.models import load_tokenizer
     from align.modeling.reward_model import score, shift_scores
-    from align.trainers.stage_setup import log_tensorboard_to
+    from align.trainers.stage_setup import log_tensorboard_to, save_final
 
     if cfg.rm.audit and cfg.paths.rm != cfg.paths.rm_audit:
         cfg = audit_config(cfg)
@@ -67,7 +67,7 @@ def train(cfg: Config) -> dict:
 
     # 2-4. model, trainer, training, as many times as rm.restarts asks: which checks an RM learns varies with its
     # seed (head initialisation, pair order), and its accuracy on the held-out pairs' own labels tells which runs
-    # learned more (docs/ablations.md). Only the best restart so far is kept in memory.
+    # learned more (docs/ablations.md). One model is in memory at a time.
     tokenizer = load_tokenizer(cfg.model, path=s.init_from)
 
     # The score is read at the EOS, so a conversation that does not fit is left out, never cut (TRL's filter does
@@ -82,19 +82,27 @@ def train(cfg: Config) -> dict:
         raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: "
                         f"{n_eval} held-out pairs, {n_reference} demonstrations before")
 
-    restarts, best = [], None
+    def fit_restart(k: int) -> tuple:
+        if s.restarts == 1:
+            return fit_one(cfg, tokenizer, train_pairs, eval_pairs, run_dir, cfg.seed, metrics_log)
+        out_dir = run_dir / f"restart-{k}"
+        return fit_one(cfg, tokenizer, train_pairs, eval_pairs, out_dir, cfg.seed + k,
+                       MetricsLog(out_dir / "metrics.jsonl"))
+
+    restarts, chosen = [], 0
     for k in range(s.restarts):
-        out_dir = run_dir if s.restarts == 1 else run_dir / f"restart-{k}"
-        rm, trainer, result = fit_one(cfg, tokenizer, train_pairs, eval_pairs, out_dir, cfg.seed + k,
-                                      metrics_log if s.restarts == 1 else MetricsLog(out_dir / "metrics.jsonl"))
+        rm, trainer, result = fit_restart(k)
         if s.restarts > 1:
             result["accuracy"] = evaluate_pairs(rm, tokenizer, eval_pairs, None, s.eval_batch_size)["accuracy"]
             print0(f"restart {k} (seed {cfg.seed + k}): held-out accuracy {result['accuracy']:.3f}")
+            if not restarts or result["accuracy"] > restarts[chosen]["accuracy"]:
+                chosen = k
         restarts.append(result)
-        if best is None or result.get("accuracy", 0) > restarts[best[0]].get("accuracy", 0):
-            best = (k, rm, trainer)
+        if k != s.restarts - 1:
+            del rm, trainer
+    if chosen != s.restarts - 1:  # back to the chosen restart, from its last checkpoint: nothing trains again
         del rm, trainer
-    chosen, rm, trainer = best
+        rm, trainer, _ = fit_restart(chosen)
     too_long = {"train": len(train_pairs) - restarts[chosen]["train_pairs"], "eval": n_eval - len(eval_pairs),
                 "reference": n_reference - len(reference)}
     if any(too_long.values()):
@@ -106,7 +114,7 @@ def train(cfg: Config) -> dict:
 
     # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
     # pairs
-    trainer.save_model(str(run_dir / "final"))
+    save_final(trainer, run_dir / "final")
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
     if s.restarts > 1:
         evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
@@ -139,6 +147,7 @@ def fit_one(cfg: Config, tokenizer, train_pairs: list[dict], eval_pairs: list[di
     )
 
     s = cfg.rm
+    forget_accelerator()  # the restart before this one built its own
     # a one-label classifier on the SFT trunk, new head, dropout off
     rm = load_reward_model(cfg.model, tokenizer, s.init_from, seed)
     # Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped

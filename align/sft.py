@@ -37,7 +37,13 @@ def train(cfg: Config) -> dict:
     from align.evaluation.judging import check_judge, gold_evaluation
     from align.modeling.models import load_causal_lm, load_tokenizer, set_attention_dropout
     from align.trainers.sft_trainer import sft_arguments, sft_trainer
-    from align.trainers.stage_setup import last_checkpoint, log_tensorboard_to, stage_callbacks, train_from
+    from align.trainers.stage_setup import (
+        last_checkpoint,
+        log_tensorboard_to,
+        save_final,
+        stage_callbacks,
+        train_from,
+    )
 
     run_dir = Path(cfg.paths.sft)
     start_run(run_dir, cfg)
@@ -85,7 +91,7 @@ def train(cfg: Config) -> dict:
     train_loss = train_from(trainer, last, cfg.sft.max_steps)
 
     # 5. the plain Hugging Face model directory first (nothing after training can lose it), then the final evaluation
-    trainer.save_model(str(run_dir / "final"))
+    save_final(trainer, run_dir / "final")
     metrics = {"train_loss": train_loss, "global_step": trainer.state.global_step,
                "resumed_from": last, **trainer.evaluate()}
     metrics.update({f"eval_{k}": v for k, v in gold_evaluation(model, tokenizer, cfg.data, cfg.eval, cfg.seed).items()})

@@ -30,7 +30,9 @@ SHORT = {
     # 3 updates of 2 x 32 episodes. A constant learning rate: the resume test extends a finished 2-update run to 3
     # updates, and a decaying schedule depends on the total.
     "ppo": ["ppo.total_episodes=192", "ppo.save_every=1", "ppo.lr_schedule=constant", "eval.num_prompts=20"],
+    "pretrain": ["pretrain.max_steps=6", "pretrain.logging_steps=2", "pretrain.eval_steps=6", "pretrain.save_steps=3"],
 }
+SHORT["pipeline"] = list(dict.fromkeys(SHORT["pretrain"] + SHORT["sft"] + SHORT["rm"] + SHORT["ppo"]))
 
 
 def free_port() -> int:
@@ -164,8 +166,21 @@ def test_rm_trains_and_saves_a_normalised_model(config, rm_zero2, runs, tiny_dat
     assert recorded_layout(rm_dir)["deepspeed_zero_stage"] == int(config[-1])
     evaluation = json.loads((rm_dir / "eval.json").read_text())
     assert evaluation["pairs"] > 0 and 0 <= evaluation["accuracy"] <= 1
+    # the tiny experiment's two restarts, each its own Trainer (and Accelerator) in the same processes
+    assert len(evaluation["restarts"]["accuracy"]) == 2 and (rm_dir / "restart-1" / "checkpoint-6").is_dir()
     # the normalisation shift made it into the saved weights (under ZeRO-3 the layer it moves is sharded)
     assert abs(rm_mean_score_on_its_normalisation_set(rm_dir, tiny_data_root)) < 1e-3
+
+
+def test_the_pipeline_runs_every_stage_in_one_launch(runs, tiny_data_root, launch_env):
+    # each stage, and each RM restart, builds its own Accelerator in the same processes
+    root = runs / "pipeline"
+    launch("zero2", "pipeline", f"paths.root={root}", f"paths.data={tiny_data_root}", "+ablation=pretrained_base",
+           env=launch_env)
+    for stage in ("pretrain", "sft-pretrained_base", "rm-pretrained_base", "ppo-pretrained_base"):
+        assert (root / "tiny" / stage / "final" / "model.safetensors").is_file(), stage
+        assert recorded_layout(root / "tiny" / stage)["world_size"] == 2
+    assert json.loads((root / "tiny" / "eval-pretrained_base" / "eval.json").read_text())["models"]["ppo"]["prompts"]
 
 
 @pytest.fixture(scope="module")

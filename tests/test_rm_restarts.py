@@ -38,6 +38,12 @@ def test_restarts_keep_the_most_accurate_and_resume_without_training_again(tiny_
     assert metrics["accuracy"] == accuracies[restarts["chosen"]]
     for k in range(3):
         assert (run_dir / f"restart-{k}" / "checkpoint-3").is_dir()
+    # the saved RM is the chosen restart's last checkpoint, shifted by the normalisation (the layer norm's bias only)
+    from safetensors.torch import load_file
+
+    final = load_file(run_dir / "final" / "model.safetensors")
+    chosen = load_file(run_dir / f"restart-{restarts['chosen']}" / "checkpoint-3" / "model.safetensors")
+    assert all(final[name].equal(chosen[name]) for name in chosen if name != "transformer.ln_f.bias")
 
     # run again: every restart is finished, so each is loaded from its last checkpoint, and the choice is the same
     again = rm_stage.train(cfg)

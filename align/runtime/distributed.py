@@ -98,6 +98,18 @@ def prepare_frozen(model, accelerator):
     return accelerator.prepare_model(model, evaluation_mode=True)
 
 
+def forget_accelerator() -> None:
+    """Let the next Trainer (or PPO) in this process start as the first one did: a second Accelerator with a DeepSpeed
+    plugin is refused while the first one's state is kept, and while an earlier Trainer's DeepSpeed config is alive,
+    transformers loads every model ZeRO-3-partitioned, so a new reward head would be drawn into an empty shard. A
+    pipeline of stages and the RM's restarts both make several. The process group stays (accelerate's PartialState)."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    AcceleratorState._reset_state()  # private, the one way accelerate offers; its own tests do the same
+    unset_hf_deepspeed_config()
+
+
 def leave_processes() -> None:
     """Leave the process group on every rank (a ZeRO-3 run can otherwise abort at interpreter exit)."""
     import torch.distributed

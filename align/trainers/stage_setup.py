@@ -11,8 +11,9 @@ from safetensors.torch import load_model
 from transformers import TrainerCallback, TrainerState
 
 from align.core.config import Config, TrainerSettings
-from align.core.console import print0
+from align.core.console import is_main_process, print0
 from align.runtime import checkpoints
+from align.runtime.distributed import barrier
 from align.runtime.runs import MetricsLog
 from align.trainers.callbacks import reliability_callbacks
 
@@ -94,6 +95,19 @@ def train_from(trainer, checkpoint: str | None, max_steps: int) -> float | None:
             trainer.state = state
             return None
     return trainer.train(resume_from_checkpoint=checkpoint).training_loss
+
+
+def save_final(trainer, directory: Path) -> None:
+    """trainer.save_model(directory), also for a trainer whose run was finished before: train_from then only loads the
+    last checkpoint's weights, DeepSpeed never wraps them, and transformers' DeepSpeed save would look for its engine.
+    Unwrapped, the model is whole on every process, so the main process saves it as is."""
+    if trainer.is_deepspeed_enabled and trainer.model_wrapped is trainer.model:
+        if is_main_process():
+            trainer.model.save_pretrained(directory)
+            trainer.processing_class.save_pretrained(directory)
+        barrier()
+    else:
+        trainer.save_model(str(directory))
 
 
 def last_checkpoint(run_dir: Path, resume: bool) -> str | None:

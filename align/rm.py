@@ -11,7 +11,8 @@ stored in the weights.
 
 Reads   cfg.rm.init_from (default ${paths.sft}/final), cfg.data.prefs_train / prefs_eval, cfg.rm.normalize_on
 Writes  cfg.paths.rm/: final/ (AutoModelForSequenceClassification directory + tokenizer + chat template),
-        eval.json (accuracy, margins, calibration, length bias, gold agreement), metrics.jsonl, metrics.json, ...
+        eval.json (accuracy, margins, calibration, length bias, gold agreement), metrics.jsonl, metrics.json, ...;
+        with rm.restarts > 1, each restart's checkpoints in restart-<k>/ and their held-out accuracies in eval.json
 """
 
 from __future__ import annotations

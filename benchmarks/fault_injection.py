@@ -45,8 +45,10 @@ class Stage:
 STAGES = {
     "sft": Stage("align.sft", "paths.sft", ["sft.max_steps=30", "sft.save_steps=5", "sft.logging_steps=5",
                                             "sft.eval_steps=15"], checkpoints=6),
+    # One RM (the tiny experiment trains two, each in a directory of its own): the kills land in the run directory.
     "rm": Stage("align.rm", "paths.rm", ["rm.max_steps=24", "rm.save_steps=4", "rm.logging_steps=4",
-                                         "rm.eval_steps=12", "rm.normalize_samples=200"], checkpoints=6),
+                                         "rm.eval_steps=12", "rm.normalize_samples=200", "rm.restarts=1"],
+                checkpoints=6),
     "ppo": Stage("align.ppo", "paths.ppo", ["ppo.total_episodes=256", "ppo.save_every=2"], checkpoints=4),
 }
 

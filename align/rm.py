@@ -49,6 +49,8 @@ def train(cfg: Config) -> dict:
     start_run(run_dir, cfg)
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    if s.restarts > 1:  # the restarts log their steps in their own directories; this log gets the final row only
+        metrics_log.keep_first(0)
 
     # 1. data: pairs to train and evaluate on, demonstrations to normalise on; every record checked, and the judge
     # tried, first

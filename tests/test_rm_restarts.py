@@ -49,3 +49,4 @@ def test_restarts_keep_the_most_accurate_and_resume_without_training_again(tiny_
     again = rm_stage.train(cfg)
     assert again["resumed_from"] == str(run_dir / f"restart-{restarts['chosen']}" / "checkpoint-3")
     assert json.loads((run_dir / "eval.json").read_text())["restarts"] == restarts
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1  # the final row, not one per run

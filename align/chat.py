@@ -4,7 +4,8 @@
     python -m align.chat chat.model=outputs/tiny/sft/final                  # any stage's final/ directory
     python -m align.chat chat.model=outputs/tiny/sft/final chat.prompt="words 3 start sun end any"   # one-shot
 
-Interactive: each line you type is a user turn; the conversation so far is the context. `/reset` starts over,
+Interactive: each line you type is a user turn; the conversation so far is the context, and each reply is printed
+token by token as it is sampled. `/history` shows the conversation so far; `/reset` shows it and starts over;
 `/exit` (or end of input) leaves.
 """
 
@@ -18,13 +19,31 @@ from omegaconf import DictConfig
 from align.core.config import Config
 from align.runtime.runs import require_stage_output, run_stage
 
+CUT = " [...]"  # after a reply that reached chat.max_new_tokens before its end of turn
 
-def reply(model, tokenizer, messages: list[dict], cfg: Config) -> str:
+
+def printing_streamer(tokenizer):
+    """A transformers streamer that prints a reply's text as its tokens are sampled, leaving the line open."""
+    from transformers import TextStreamer
+
+    class ReplyStreamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            print(text, end="", flush=True)
+
+    return ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def reply(model, tokenizer, messages: list[dict], cfg: Config, streamer=None) -> str:
     from align.evaluation.sampling import sample
 
     (completion,) = sample(model, tokenizer, [messages], cfg.chat.max_new_tokens, cfg.chat.temperature,
-                           batch_size=1, seed=cfg.seed + len(messages))
-    return completion.text if completion.ended else completion.text + " [...]"
+                           batch_size=1, seed=cfg.seed + len(messages), streamer=streamer)
+    return completion.text if completion.ended else completion.text + CUT
+
+
+def transcript(messages: list[dict]) -> str:
+    """The conversation so far, a turn a line, indented apart from the live prompts."""
+    return "\n".join(f"  {m['role']}: {m['content']}" for m in messages) or "  (no turns yet)"
 
 
 def chat(cfg: Config) -> dict:
@@ -50,16 +69,20 @@ def chat(cfg: Config) -> dict:
         line = sys.stdin.readline()
         if not line or line.strip() == "/exit":
             return {"turns": turns}
-        if line.strip() == "/reset":
-            messages = list(start)
+        if line.strip() in ("/history", "/reset"):
+            print(transcript(messages), flush=True)
+            if line.strip() == "/reset":
+                messages = list(start)
+                print("-- a new conversation --", flush=True)
             continue
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line.strip()})
-        answer = reply(model, tokenizer, messages, cfg)
-        messages.append({"role": "assistant", "content": answer.removesuffix(" [...]")})
+        print("assistant> ", end="", flush=True)
+        answer = reply(model, tokenizer, messages, cfg, printing_streamer(tokenizer))
+        print(CUT if answer.endswith(CUT) else "", flush=True)
+        messages.append({"role": "assistant", "content": answer.removesuffix(CUT)})
         turns += 1
-        print(f"assistant> {answer}", flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -5,7 +5,9 @@
 
 For every model: the gold judge's score (where the task has a judge), the reward model's score (normalised, so the SFT
 demonstrations score 0 on average), the KL to the reference model, response length and EOS rate; and its win rate
-against the reference on the same prompts, by the reward model and by the gold judge (a tie counts half).
+against the reference on the same prompts, by the reward model and by the gold judge (a tie counts half); by
+category too where the prompts have one. A prompt with follow-ups (MT-bench's second turn) is answered turn by turn,
+each after the model's own earlier answers, and each later turn is a row of its own ("<model> turn 2").
 The KL is the one PPO pays for: on a model's own samples, the mean over prompts of
 sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)], logits divided by the sampling temperature.
 All models are read with one tokenizer: the chat tokenizer of this run (the reference's, or model.name_or_path's).
@@ -59,6 +61,16 @@ def unconfirmed_gains(summary: dict[str, dict], reference: str, margin: float = 
     return warnings
 
 
+def by_category(categories: list[str | None], scores: dict[str, list[float] | None]) -> dict[str, dict]:
+    """Each category's prompts and mean scores (prompts without a category under "none")."""
+    groups: dict[str, list[int]] = {}
+    for n, category in enumerate(categories):
+        groups.setdefault(category or "none", []).append(n)
+    return {category: {"prompts": len(members),
+                       **{key: mean(values[n] for n in members) for key, values in scores.items() if values}}
+            for category, members in sorted(groups.items())}
+
+
 def few_shot_examples(cfg: Config, eval_records: list[dict], judge, n_prompts: int, most: int) -> list[list]:
     """For each evaluation prompt, the solved examples eval.shots may show before it (none if no row asks for any):
     from eval.shot_examples, never an evaluation prompt, and only fully solved ones where the task has a judge."""
@@ -94,6 +106,7 @@ def evaluate(cfg: Config) -> dict:
 
     from align.evaluation.few_shot import as_zero_shot_chat, chat_prompt, plain_text_prompt
     from align.evaluation.judging import check_judge, check_rates
+    from align.evaluation.multi_turn import judged_prompt, next_turn, turn_label
     from align.evaluation.sampling import line_end_ids, sample_ids
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
@@ -127,28 +140,35 @@ def evaluate(cfg: Config) -> dict:
     reference_path = models[e.reference]
     tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
     pad_id = tokenizer.pad_token_id
-    prompts = [r["prompt"] for r in records
-               if len(chat_ids(tokenizer, r["prompt"], generation_prompt=True)) <= e.max_prompt_tokens]
-    dropped_long_prompts = len(records) - len(prompts)
+    kept = [r for r in records
+            if len(chat_ids(tokenizer, r["prompt"], generation_prompt=True)) <= e.max_prompt_tokens]
+    dropped_long_prompts = len(records) - len(kept)
     if dropped_long_prompts:
         print0(f"left out {dropped_long_prompts} prompts longer than eval.max_prompt_tokens={e.max_prompt_tokens}")
-    prompts = prompts[: e.num_prompts] if e.num_prompts > 0 else prompts
+    kept = kept[: e.num_prompts] if e.num_prompts > 0 else kept
+    prompts = [r["prompt"] for r in kept]
+    followups = [r.get("followups") or [] for r in kept]
+    turns = 1 + max(map(len, followups), default=0)
 
     def load_lm(name: str):
         return load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from if name == BASE else name, cfg.seed)
 
-    # the evaluation's rows: a model zero-shot, or once per number of examples eval.shots gives it
-    rows = {(label if e.shots.get(label, [0]) == [0] else f"{label} {k}-shot"): (label, k)
+    # the evaluation's rows: a model zero-shot, or once per number of examples eval.shots gives it, and a zero-shot
+    # chat row once more for each later turn of the prompts that have follow-ups (MT-bench's second turn)
+    rows = {(label if e.shots.get(label, [0]) == [0] else f"{label} {k}-shot"): (label, k, 1)
             for label in models for k in e.shots.get(label) or [0]}
-    shots = few_shot_examples(cfg, records, judge, len(prompts), max(k for _, k in rows.values()))
+    rows |= {turn_label(label, t): (label, 0, t) for label, k, _ in list(rows.values())
+             if k == 0 and label not in e.plain_text for t in range(2, turns + 1)}
+    shots = few_shot_examples(cfg, records, judge, len(prompts), max(k for _, k, _ in rows.values()))
 
     # 1. sample: every row answers every prompt with the same sampling settings and seed. A row shown examples, or
     # prompted as plain text, is scored as if its answer had been given to the bare question in the chat format: the
-    # reward model reads it there, and it has no KL to the reference (another context).
-    completions, own_logprobs = {}, {}
+    # reward model reads it there, and it has no KL to the reference (another context). A later turn answers the
+    # conversation so far, its own earlier answers in it.
+    completions, own_logprobs, indices = {}, {}, {}
     for label, name in tqdm(models.items(), desc="sampling", disable=not is_main_process()):
         lm = load_lm(name)
-        for row, (_, k) in ((r, v) for r, v in rows.items() if v[0] == label):
+        for row, (_, k, _) in ((r, v) for r, v in rows.items() if v[0] == label and v[2] == 1):
             plain = label in e.plain_text
             if plain:
                 prompt_ids = [tokenizer(plain_text_prompt(p[-1]["content"], s[:k]))["input_ids"]
@@ -159,12 +179,25 @@ def evaluate(cfg: Config) -> dict:
             check_context(lm, prompt_ids, e.max_new_tokens, row)
             sampled = sample_ids(lm, tokenizer, prompt_ids, e.max_new_tokens, e.temperature, e.batch_size, cfg.seed,
                                  line_end_ids(tokenizer) if plain else [tokenizer.eos_token_id])
+            indices[row] = list(range(len(prompts)))
             if k == 0 and not plain:
                 completions[row] = sampled
-                if e.temperature > 0:
-                    own_logprobs[row] = response_logprob_sums(lm, sampled, pad_id, e.temperature, e.batch_size)
             else:
                 completions[row] = [as_zero_shot_chat(tokenizer, p, c) for p, c in zip(prompts, sampled)]
+        conversations = dict(enumerate(prompts))
+        for turn in range(2, turns + 1) if turn_label(label, 2) in rows else ():
+            before = turn_label(label, turn - 1)
+            answers = {i: c.text for i, c in zip(indices[before], completions[before])}
+            conversations = next_turn(conversations, answers, followups, turn)
+            row = turn_label(label, turn)
+            indices[row] = sorted(conversations)
+            prompt_ids = [chat_ids(tokenizer, conversations[i], generation_prompt=True) for i in indices[row]]
+            check_context(lm, prompt_ids, e.max_new_tokens, row)
+            completions[row] = sample_ids(lm, tokenizer, prompt_ids, e.max_new_tokens, e.temperature, e.batch_size,
+                                          cfg.seed, [tokenizer.eos_token_id])
+        if e.temperature > 0:
+            for row in (r for r, (m, k, _) in rows.items() if m == label and k == 0 and label not in e.plain_text):
+                own_logprobs[row] = response_logprob_sums(lm, completions[row], pad_id, e.temperature, e.batch_size)
         del lm
 
     # 2. KL to the reference, on each row's own samples (undefined for greedy decoding)
@@ -185,33 +218,40 @@ def evaluate(cfg: Config) -> dict:
                            for row in rows})
             del rm
 
-    # 4. the gold judge's score, where the task has one
+    # 4. the gold judge's score, where the task has one; a later turn is judged with the follow-ups asked so far
+    judged = {row: [judged_prompt(prompts[i], followups[i], turn) for i in indices[row]]
+              for row, (_, _, turn) in rows.items()}
     gold = {}
     if judge is not None:
-        gold = {row: [judge.score(prompt[-1]["content"], c.text, c.ended)
-                      for prompt, c in zip(prompts, completions[row])] for row in rows}
+        gold = {row: [judge.score(p, c.text, c.ended) for p, c in zip(judged[row], completions[row])]
+                for row in rows}
 
-    # 5. summary: one row per model (and per number of examples); win rates against the reference
+    # 5. summary: one row per model (per number of examples, per turn); win rates against the reference's same turn
     summary = {}
-    for label, (model_label, k) in rows.items():
+    for label, (model_label, k, turn) in rows.items():
+        reference_row = turn_label(e.reference, turn)
+        texts, ended = [c.text for c in completions[label]], [c.ended for c in completions[label]]
         row = {"model": models[model_label], "shots": k, "plain_text": model_label in e.plain_text,
-               "prompts": len(prompts), "response_tokens": mean(c.n_tokens for c in completions[label]),
-               "eos_rate": mean(c.ended for c in completions[label])}
+               **({"turn": turn} if turns > 1 else {}),
+               "prompts": len(indices[label]), "response_tokens": mean(c.n_tokens for c in completions[label]),
+               "eos_rate": mean(ended)}
         if gold:
             row["gold_score"] = mean(gold[label])
             if judge.details is not None:  # which of the task's checks the model passes: a weak link shows by name
-                row["gold_checks"] = check_rates(judge, [p[-1]["content"] for p in prompts],
-                                                 [c.text for c in completions[label]],
-                                                 [c.ended for c in completions[label]])
-            row["gold_win_rate"] = win_rate(gold[label], gold[e.reference])
+                row["gold_checks"] = check_rates(judge, judged[label], texts, ended)
+            row["gold_win_rate"] = win_rate(gold[label], gold[reference_row])
         if rm_scores:
             row["rm_score"] = mean(rm_scores[label])
-            row["rm_win_rate"] = win_rate(rm_scores[label], rm_scores[e.reference])
+            row["rm_win_rate"] = win_rate(rm_scores[label], rm_scores[reference_row])
         if audit_scores:
             row["audit_rm_score"] = mean(audit_scores[label])
-            row["audit_rm_win_rate"] = win_rate(audit_scores[label], audit_scores[e.reference])
+            row["audit_rm_win_rate"] = win_rate(audit_scores[label], audit_scores[reference_row])
         if label in kl:
             row["kl"] = mean(kl[label])
+        categories = [kept[i].get("category") for i in indices[label]]
+        if any(c is not None for c in categories):  # a weak category shows by name, as a weak check does
+            row["by_category"] = by_category(categories, {"gold_score": gold.get(label),
+                                                          "rm_score": rm_scores.get(label)})
         summary[label] = row
     warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
 
@@ -220,18 +260,28 @@ def evaluate(cfg: Config) -> dict:
                "seed": cfg.seed, "prompts_file": cfg.data.prompts_eval, "dropped_long_prompts": dropped_long_prompts,
                "models": summary, "warnings": warnings}
     if is_main_process():
+        position = {row: {i: n for n, i in enumerate(indices[row])} for row in rows}
         with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:
-            for i, prompt in enumerate(prompts):
-                f.write(json.dumps({"prompt": prompt, "responses": {
-                    label: {"text": completions[label][i].text, "ended": completions[label][i].ended,
-                            **({"gold": gold[label][i]} if gold else {}),
-                            **({"rm": rm_scores[label][i]} if rm_scores else {}),
-                            **({"audit_rm": audit_scores[label][i]} if audit_scores else {}),
-                            **({"kl": kl[label][i]} if label in kl else {})}
-                    for label in rows}}) + "\n")
+            for i, (record, prompt) in enumerate(zip(kept, prompts)):
+                answers = {}
+                for label in (r for r in rows if i in position[r]):
+                    n = position[label][i]
+                    answers[label] = {"text": completions[label][n].text, "ended": completions[label][n].ended,
+                                      **({"gold": gold[label][n]} if gold else {}),
+                                      **({"rm": rm_scores[label][n]} if rm_scores else {}),
+                                      **({"audit_rm": audit_scores[label][n]} if audit_scores else {}),
+                                      **({"kl": kl[label][n]} if label in kl else {})}
+                f.write(json.dumps({**{key: record[key] for key in ("id", "category") if key in record},
+                                    "prompt": prompt, **({"followups": followups[i]} if followups[i] else {}),
+                                    "responses": answers}) + "\n")
+        def shown(label: str, i: int) -> str:
+            if i not in position[label]:
+                return "-"  # this prompt has no such turn
+            c = completions[label][position[label][i]]
+            return c.text if c.ended else c.text + " [no EOS]"
+
         write_report(run_dir / "report.md", results, prompts[: e.report_samples],
-                     {label: [c.text if c.ended else c.text + " [no EOS]" for c in completions[label]]
-                      for label in rows})
+                     {label: [shown(label, i) for i in range(min(len(prompts), e.report_samples))] for label in rows})
         write_plot(run_dir / "eval.png", results)
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
         print_table(results)

@@ -30,9 +30,14 @@ def test_repl_keeps_the_conversation_and_resets(tiny_sft_dir):
          f"chat.model={tiny_sft_dir / 'final'}", "chat.temperature=0"],
         cwd=REPO, input=script, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    answers = [line.removeprefix("assistant> ") for line in result.stdout.splitlines() if line.startswith("assistant>")]
+    lines = result.stdout.splitlines()
+    answers = [line.removeprefix("assistant> ") for line in lines if line.startswith("assistant>")]
     assert len(answers) == 3
     assert answers[0] == answers[2]  # after /reset the same first turn gets the same greedy answer
+    shown = lines.index("  user: " + PROMPT)  # /reset shows the conversation it ends
+    assert lines[shown : shown + 5] == ["  user: " + PROMPT, "  assistant: " + answers[0],
+                                        "  user: words any start any end moon", "  assistant: " + answers[1],
+                                        "-- a new conversation --"]
 
 
 def test_chat_without_a_model_fails_clearly(tmp_path):

@@ -41,6 +41,25 @@ def test_error_mode_names_file_line_and_field(tmp_path, bad_line, field):
     assert f"{path}:3: {field}:" in str(error.value)
 
 
+PROMPT = {"prompt": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"followups": "again"}, "followups"),
+    ({"followups": ["again", 2]}, "followups[1]"),
+    ({"followups": ["again", "\u200b "]}, "followups[1]"),
+    ({"category": ["writing"]}, "category"),
+])
+def test_a_prompts_followups_and_category_are_checked(tmp_path, extra, field):
+    good = {**PROMPT, "followups": ["and then?"], "id": 81, "category": "writing"}
+    path = write_lines(tmp_path / "prompts.jsonl", [json.dumps(good), json.dumps({**PROMPT, **extra})])
+    with pytest.raises(UserError) as error:
+        read_records(path, "prompt", "error")
+    assert f"{path}:2: {field}:" in str(error.value)
+    records, _ = read_records(write_lines(tmp_path / "good.jsonl", [json.dumps(good)]), "prompt", "error")
+    assert records == [good]
+
+
 def test_drop_mode_counts_every_dropped_record(tmp_path):
     lines = [json.dumps(GOOD), "{oops", json.dumps({"messages": []}), json.dumps(GOOD)]
     records, report = read_records(write_lines(tmp_path / "sft.jsonl", lines), "sft", "drop")

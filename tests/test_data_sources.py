@@ -115,6 +115,36 @@ def test_eval_prompts_in_training_data_are_found(built, tmp_path):
     assert first["reason"] == "eval_overlap" and "alpaca_eval" in first["problem"] and first["line"] >= 1
 
 
+def test_eval_sets_keep_every_turn_their_ids_and_categories(built, tmp_path):
+    """MT-bench's layout (Vicuna's, with a second turn): the prompt, the follow-up, `question_id` and `category` all
+    reach the prompt record; AlpacaEval's `dataset` is its category."""
+    mt_bench = tmp_path / "mt_bench.jsonl"
+    mt_bench.write_text(json.dumps({"question_id": 81, "category": "writing", "turns": [
+        "Compose a travel blog post about Hawaii.", " Rewrite it so that every sentence starts with A. "]}) + "\n"
+                        + json.dumps({"question_id": 82, "category": "math", "turns": ["What is 2 + 2?"]}) + "\n"
+                        + json.dumps({"question_id": 83, "category": "math", "turns": ["Hi", 7]}) + "\n"
+                        + json.dumps({"prompt_id": 5, "category": "math", "prompt": ["1 + 1?", "And 2 + 2?"],
+                                      "reference": ["2", "4"]}) + "\n")
+    source = SimpleNamespace(options={}, source=str(mt_bench), split="train", eval_size=-1)
+    (tmp_path / "mt").mkdir()
+    counts = build(eval_prompts, "mt", source, False, tmp_path / "mt", {})["counts"]
+    assert counts["out"] == {"prompts.eval.jsonl": 3} and counts["dropped"] == {"schema": 1}
+    two_turns, one_turn, hugging_face_h4 = sorted(read(tmp_path / "mt" / "prompts.eval.jsonl"),
+                                                  key=lambda r: {81: 0, 82: 1, 5: 2}[r["id"]])  # held out shuffled
+    assert hugging_face_h4 == {"prompt": [{"role": "user", "content": "1 + 1?"}], "followups": ["And 2 + 2?"],
+                               "id": 5, "category": "math"}
+    assert two_turns == {"prompt": [{"role": "user", "content": "Compose a travel blog post about Hawaii."}],
+                         "followups": ["Rewrite it so that every sentence starts with A."],
+                         "id": 81, "category": "writing"}
+    assert one_turn == {"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "id": 82, "category": "math"}
+    dropped = read(tmp_path / "mt" / "dropped.jsonl")[0]
+    assert dropped["field"] == "turns[1]" and dropped["line"] == 3
+    alpaca_eval = read(built["alpaca_eval"] / "prompts.eval.jsonl")
+    assert Counter(r["category"] for r in alpaca_eval) == {"selfinstruct": 252, "oasst": 188, "koala": 156,
+                                                           "helpful_base": 129, "vicuna": 80}
+    assert [r["id"] for r in read(built["koala"] / "prompts.eval.jsonl")][:1] != [None]
+
+
 def test_training_sources_are_checked_against_the_eval_sets(built):
     for name in TRAINING:
         recipe = json.loads((built[name] / "manifest.json").read_text())["recipe"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import tiny_config
 
-from align.core.tokens import CHAT_TEMPLATE, IM_END, PAD
+from align.core.tokens import CHAT_TEMPLATE, IM_END, PAD, chat_ids
 
 MESSAGES = [
     {"role": "user", "content": "words 3 start sun end any"},
@@ -47,25 +47,30 @@ def test_generation_prompt_is_a_prefix_of_the_full_conversation(tokenizer):
     assert full.endswith(IM_END)  # a finished conversation ends on its EOS: the reward model pools there
 
 
-def test_labels_cover_assistant_turns_and_their_eos_only(tokenizer, tiny_data_root):
-    """Through TRL's own data preparation, as the SFT stage uses it."""
+def test_labels_cover_every_assistant_turn_and_its_eos_only(tokenizer, tiny_data_root):
+    """A three-turn conversation through TRL's own data preparation, with the SFT stage's trainer: the first and the
+    middle answers are trained on as the last is (a multi-turn demonstration teaches every turn), no user turn is."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from align.modeling.models import load_causal_lm
+    from align.trainers.sft_trainer import LabelledLogitsSFTTrainer
 
+    conversation = [*MESSAGES, {"role": "user", "content": "words 2 start any end any"},
+                    {"role": "assistant", "content": "calm river"}]
     config = tiny_config(f"paths.data={tiny_data_root}")
     model = load_causal_lm(config.model, tokenizer, None, seed=0)
-    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=64, report_to=[], bf16=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": MESSAGES}]),
-                         processing_class=tokenizer)
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, max_length=96, report_to=[], bf16=False)
+    trainer = LabelledLogitsSFTTrainer(model=model, args=args, processing_class=tokenizer,
+                                       train_dataset=Dataset.from_list([{"messages": conversation}]))
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert len(ids) == len(chat_ids(tokenizer, conversation))  # nothing cut
     trained = [i for i, label in zip(ids, labels) if label != -100]
     assert all(label in (-100, i) for i, label in zip(ids, labels))
     answers = [tokenizer(m["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-               for m in MESSAGES if m["role"] == "assistant"]
-    assert trained == answers[0] + answers[1]  # each assistant EOS is a label: the model learns to stop
+               for m in conversation if m["role"] == "assistant"]
+    assert trained == answers[0] + answers[1] + answers[2]  # each assistant EOS is a label: the model learns to stop
 
 
 @pytest.mark.parametrize("packing", [False, True])

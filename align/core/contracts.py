@@ -60,7 +60,22 @@ def check_sft(record: dict) -> Problem:
 
 
 def check_prompt(record: dict) -> Problem:
-    return check_messages(record.get("prompt"), "prompt", last_role="user")
+    """A conversation ending on a user turn; optional `followups`: the user's next turns, each asked after the model's
+    own answer to the turns before (MT-bench's second turn); `id` and `category` are kept for the report."""
+    problem = check_messages(record.get("prompt"), "prompt", last_role="user")
+    followups = record.get("followups")
+    if problem is None and followups is not None:
+        if not isinstance(followups, list):
+            return "followups", f"must be a list of user turns (strings), got {type(followups).__name__}"
+        for i, turn in enumerate(followups):
+            if not isinstance(turn, str):
+                return f"followups[{i}]", f"must be a string, got {type(turn).__name__}"
+            if (what := text_problem(turn)) is not None:
+                return f"followups[{i}]", what
+    category = record.get("category")
+    if problem is None and category is not None and not isinstance(category, str):
+        return "category", f"must be a string, got {type(category).__name__}"
+    return problem
 
 
 def check_pair(record: dict) -> Problem:

@@ -23,11 +23,12 @@ class Completion:
 
 
 def sample(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
-           batch_size: int, seed: int) -> list[Completion]:
-    """One response per prompt (a list of messages), under the chat template. temperature 0 is greedy decoding."""
+           batch_size: int, seed: int, streamer=None) -> list[Completion]:
+    """One response per prompt (a list of messages), under the chat template. temperature 0 is greedy decoding.
+    A transformers streamer (one prompt only) is handed each token as it is sampled."""
     prompt_ids = [chat_ids(tokenizer, p, generation_prompt=True) for p in prompts]
     return sample_ids(model, tokenizer, prompt_ids, max_new_tokens, temperature, batch_size, seed,
-                      [tokenizer.eos_token_id])
+                      [tokenizer.eos_token_id], streamer)
 
 
 def line_end_ids(tokenizer) -> list[int]:
@@ -37,8 +38,10 @@ def line_end_ids(tokenizer) -> list[int]:
 
 
 def sample_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float,
-               batch_size: int, seed: int, stop_ids: list[int]) -> list[Completion]:
+               batch_size: int, seed: int, stop_ids: list[int], streamer=None) -> list[Completion]:
     """One response per prompt, given as token ids, ending at the first of `stop_ids` (kept as its last token)."""
+    if streamer is not None and len(prompt_ids) != 1:
+        raise ValueError("a streamer follows one response: sample one prompt at a time")
     model.eval()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -61,6 +64,7 @@ def sample_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
                     eos_token_id=list(stop_ids),
                     pad_token_id=tokenizer.pad_token_id,
                     suppress_tokens=never_sampled(tokenizer) or None,
+                    streamer=streamer,
                 )
             for ids, row in zip(batch, out[:, width:].tolist()):
                 end = next((i for i, token in enumerate(row) if token in stops), None)

@@ -129,7 +129,55 @@ def test_default_words_world_writes_the_files_measured_before(tiny_data_root):
                if name.endswith(".jsonl") and not name.startswith("pretrain.")}
     assert len(records) == 8
     files = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
-    assert files == "39a3ab1b31644cf6b37e5b637c02098d9677d162535fe58af2c4524373fee738"
+    # words task v4: sft.train gained the two-turn demonstrations at its end, prompts.eval the follow-ups; the six
+    # other files are as before
+    assert files == "56842ff7b1fb106a995ee99d313791dd84fbf310090f75241c8e14acea15add4"
     # the pretraining web, drawn after all of them (its numbers: docs/ablations.md)
     assert {name: manifest["sha256"][name][:16] for name in ("pretrain.train.jsonl", "pretrain.eval.jsonl")} == {
         "pretrain.train.jsonl": "2ad9041c432e6e8e", "pretrain.eval.jsonl": "20c55ebc5b8040dd"}
+
+
+@pytest.mark.parametrize("conversation, response, expected", [
+    ("words 3 start sun end any\nagain start moon", "moon good sun", 1.0),  # count kept, start changed
+    ("words 3 start sun end any\nagain start moon", "sun good moon", 0.5),  # the first request's start: missed
+    ("words 3 start sun end any\nagain words 4\nagain end any", "sun a b c", 1.0),  # changes add up
+    ("words 3 start sun end bird\nagain end any", "sun a fish", 1.0),  # a slot freed
+])
+def test_the_judge_reads_a_follow_up_as_the_request_with_one_slot_changed(conversation, response, expected):
+    assert gold_score(conversation, response) == expected
+
+
+@pytest.mark.parametrize("follow_up", ["again", "again start", "start moon", "again colour red", "again words x"])
+def test_text_that_is_not_a_follow_up_is_refused(follow_up):
+    with pytest.raises(ValueError):
+        parse_prompt(f"words 3 start sun end any\n{follow_up}")
+
+
+def test_two_turn_demonstrations_and_every_eval_prompt_ask_one_change(tiny_data_root):
+    from helpers import tiny_config
+
+    world = tiny_config(f"paths.data={tiny_data_root}").data.world
+    demos = read(tiny_data_root, "sft.train")
+    two_turn = [d["messages"] for d in demos if len(d["messages"]) > 2]
+    assert len(demos) == world.n_sft + world.n_two_turn and len(two_turn) == world.n_two_turn
+    assert all(len(m) == 4 for m in demos[world.n_sft:] for m in [m["messages"]])  # appended after the rest
+    second_met = []
+    for first, _, change, answer in two_turn:
+        before, after = parse_prompt(first["content"]), parse_prompt(f"{first['content']}\n{change['content']}")
+        changed = [kind for kind in KINDS if getattr(before, kind) != getattr(after, kind)]
+        assert len(changed) == 1 and changed[0] != "mood", change  # one slot, to a new value
+        second_met.append(gold_score(f"{first['content']}\n{change['content']}", answer["content"]))
+    assert 0.5 < mean(second_met) < 0.7  # the second answer is demonstrated as the first: each check met w.p. 0.6
+    prompts = read(tiny_data_root, "prompts.eval")
+    assert all(len(p["followups"]) == 1 for p in prompts)
+    assert len({p["followups"][0].split()[1] for p in prompts}) == len(world.kinds)  # every enabled slot is changed
+
+
+def test_a_task_without_second_turns_refuses_two_turn_demonstrations():
+    from helpers import tiny_config
+
+    from align.core.errors import UserError
+    from data_prep.tiny_world import task_of
+
+    with pytest.raises(UserError, match="no second turn"):
+        task_of(tiny_config("data=digits", "data.world.n_two_turn=10").data.world)

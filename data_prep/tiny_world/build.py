@@ -116,6 +116,17 @@ def build(out_dir: Path, world: WorldConfig, task: Task) -> dict[str, int]:
                                 for _ in range(world.n_pretrain)]
     splits["pretrain.eval"] = [pretraining_document(task, train_prompt, rng, world)
                                for _ in range(world.n_pretrain // 20)]
+    # Then the second turns, last again: demonstrations of a follow-up after a first answer (SFT trains on both
+    # answers), and a follow-up for every evaluation prompt, asked after the model's own first answer.
+    if world.n_two_turn:
+        for _ in range(world.n_two_turn):
+            prompt, spec = train_prompt()
+            change, changed = task.follow_up(spec, rng, kinds)
+            splits["sft.train"].append({"messages": [
+                *demo(prompt, spec)["messages"], *user(change),
+                {"role": "assistant", "content": demonstrate(task, changed, rng, world.demonstrator_p)}]})
+        for record, (_, spec) in zip(splits["prompts.eval"], eval_items):
+            record["followups"] = [task.follow_up(spec, rng, kinds)[0]]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, records in splits.items():
         write_jsonl(out_dir / f"{name}.jsonl", records)

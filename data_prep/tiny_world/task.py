@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TOPICS = ("sun", "moon", "river", "tree", "stone", "cloud", "bird", "fish", "road", "house", "rain", "fire")
 POSITIVE = ("good", "happy", "bright", "kind", "calm", "warm", "brave", "sweet", "clean", "fresh", "gentle", "proud")
@@ -15,6 +15,7 @@ MOOD_WORDS = {"positive": POSITIVE, "negative": NEGATIVE}
 MIN_WORDS, MAX_WORDS = 3, 8
 KINDS = ("words", "start", "end", "mood")
 ANY = "any"
+FOLLOW_UP = "again"  # `again start moon`: the request before, with one slot changed
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,28 @@ def render_prompt(constraints: Constraints, kinds: tuple[str, ...]) -> str:
 
 
 def parse_prompt(text: str) -> Constraints:
-    """Inverse of render_prompt. Raises ValueError on text that is not a tiny-world prompt."""
-    tokens = text.split()
+    """Inverse of render_prompt. A conversation's user turns, one per line, are read in order: the first states every
+    slot, each later one (`again start moon`) changes one. Raises ValueError on text that is not a tiny-world prompt."""
+    first, *changes = text.split("\n")
+    constraints = Constraints(**slot_values(first.split(), text))
+    for change in changes:
+        words = change.split()
+        if len(words) != 3 or words[0] != FOLLOW_UP:
+            raise ValueError(f"not a tiny-world follow-up ({FOLLOW_UP} <slot> <value>): {change!r}")
+        constraints = replace(constraints, **slot_values(words[1:], text))
+    return constraints
+
+
+def slot_values(tokens: list[str], text: str) -> dict[str, object]:
+    """`slot value` pairs as the fields of Constraints (None for a free slot)."""
     if len(tokens) % 2:
         raise ValueError(f"not a tiny-world prompt (odd number of words): {text!r}")
     values: dict[str, object] = {}
     for kind, value in zip(tokens[::2], tokens[1::2]):
         if kind not in KINDS:
             raise ValueError(f"not a tiny-world prompt (unknown slot {kind!r}): {text!r}")
-        if value != ANY:
-            values[kind] = int(value) if kind == "words" else value
-    return Constraints(**values)
+        values[kind] = None if value == ANY else int(value) if kind == "words" else value
+    return values
 
 
 def sample_constraints(rng: random.Random, kinds: tuple[str, ...]) -> Constraints:
@@ -65,3 +77,15 @@ def sample_constraints(rng: random.Random, kinds: tuple[str, ...]) -> Constraint
         end=rng.choice(pool) if "end" in chosen else None,
         mood=mood,
     )
+
+
+def sample_follow_up(constraints: Constraints, rng: random.Random, kinds: tuple[str, ...]) -> tuple[str, Constraints]:
+    """A second user turn that changes one of the enabled slots other than the mood to a new value (`again start
+    moon`, `again words 4`), and the constraints it leaves; within the prompt's mood, so that they can all be met."""
+    kind = rng.choice([k for k in kinds if k != "mood"])
+    pool = MOOD_WORDS[constraints.mood] if constraints.mood else VOCABULARY
+    current = getattr(constraints, kind)
+    options = [n for n in range(MIN_WORDS, MAX_WORDS + 1) if n != current] if kind == "words" else \
+        [w for w in pool if w != current]
+    value = rng.choice(options)
+    return f"{FOLLOW_UP} {kind} {value}", replace(constraints, **{kind: value})

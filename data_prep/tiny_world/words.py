@@ -1,7 +1,8 @@
 """The words task (the first tiny world): responses that meet a chosen subset of its constraints, and its Task.
 
 A prompt asks for a response built from a 48-word vocabulary under one to three checkable constraints, stated in
-fixed slots (`words 5 start sun end any`); its vocabulary and prompt format are in task.py, its judge in judge.py.
+fixed slots (`words 5 start sun end any`), and a second turn that changes one of them (`again start moon`); its
+vocabulary and prompt format are in task.py, its judge in judge.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .task import (
     parse_prompt,
     render_prompt,
     sample_constraints,
+    sample_follow_up,
 )
 from .world import Task, garbage, random_text
 
@@ -58,7 +60,7 @@ def ptx_text(rng: random.Random) -> str:
 
 TASK = Task(
     name="words",
-    version=3,  # bump whenever the words files change
+    version=4,  # bump whenever the words files change
     kinds=KINDS,
     sample=sample_constraints,
     render=render_prompt,
@@ -68,4 +70,5 @@ TASK = Task(
     degenerate=degenerate,
     results=constraint_results,
     ptx_text=ptx_text,
+    follow_up=sample_follow_up,
 )

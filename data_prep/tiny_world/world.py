@@ -58,6 +58,9 @@ class Task:
     degenerate: Callable[[random.Random], str]  # what a drifting policy writes: garbage or repetition, never empty
     results: Callable[[Any, str], dict[str, bool]]  # which of the spec's checks a response meets
     ptx_text: Callable[[random.Random], str]  # one line of pretraining text in the world's vocabulary
+    # (spec, rng, kinds) -> (a second user turn changing the spec, the changed spec); None: single-turn only. parse
+    # reads a conversation's user turns joined by line ends, as the evaluation's judge is given them.
+    follow_up: Callable[[Any, random.Random, tuple[str, ...]], tuple[str, Any]] | None = None
 
     def score(self, prompt: str, response: str, ended: bool = True) -> float:
         """The gold judge's score (a judge module's `gold_score`)."""

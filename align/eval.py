@@ -166,6 +166,7 @@ def evaluate(cfg: Config) -> dict:
     # reward model reads it there, and it has no KL to the reference (another context). A later turn answers the
     # conversation so far, its own earlier answers in it.
     completions, own_logprobs, indices = {}, {}, {}
+    plain_stops = line_end_ids(tokenizer) if e.plain_text else []  # a decode of every token: once
     for label, name in tqdm(models.items(), desc="sampling", disable=not is_main_process()):
         lm = load_lm(name)
         for row, (_, k, _) in ((r, v) for r, v in rows.items() if v[0] == label and v[2] == 1):
@@ -178,7 +179,7 @@ def evaluate(cfg: Config) -> dict:
                               for p, s in zip(prompts, shots)]
             check_context(lm, prompt_ids, e.max_new_tokens, row)
             sampled = sample_ids(lm, tokenizer, prompt_ids, e.max_new_tokens, e.temperature, e.batch_size, cfg.seed,
-                                 line_end_ids(tokenizer) if plain else [tokenizer.eos_token_id])
+                                 plain_stops if plain else [tokenizer.eos_token_id])
             indices[row] = list(range(len(prompts)))
             if k == 0 and not plain:
                 completions[row] = sampled

@@ -36,7 +36,7 @@ from data_prep.prepare import ensure_prepared
 
 def train(cfg: Config) -> dict:
     from align.evaluation.judging import check_judge
-    from align.evaluation.rm_eval import evaluate_pairs
+    from align.evaluation.rm_eval import accuracy, evaluate_pairs
     from align.modeling.models import load_tokenizer
     from align.modeling.reward_model import score, shift_scores
     from align.trainers.stage_setup import log_tensorboard_to, save_final
@@ -96,7 +96,7 @@ def train(cfg: Config) -> dict:
     for k in range(s.restarts):
         rm, trainer, result = fit_restart(k)
         if s.restarts > 1:
-            result["accuracy"] = evaluate_pairs(rm, tokenizer, eval_pairs, None, s.eval_batch_size)["accuracy"]
+            result["accuracy"] = accuracy(rm, tokenizer, eval_pairs, s.eval_batch_size)
             print0(f"restart {k} (seed {cfg.seed + k}): held-out accuracy {result['accuracy']:.3f}")
             if not restarts or result["accuracy"] > restarts[chosen]["accuracy"]:
                 chosen = k

@@ -10,12 +10,23 @@ from align.modeling.reward_model import score
 MARGIN_BUCKETS = (0.0, 0.5, 1.0, 2.0, float("inf"))
 
 
+def pair_scores(rm, tokenizer, pairs: list[dict], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RM's scores of each pair's chosen and rejected conversation."""
+    return (score(rm, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size),
+            score(rm, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size))
+
+
+def accuracy(rm, tokenizer, pairs: list[dict], batch_size: int) -> float:
+    """The share of pairs whose chosen reply the RM scores above the rejected one."""
+    chosen, rejected = pair_scores(rm, tokenizer, pairs, batch_size)
+    return (chosen > rejected).float().mean().item()
+
+
 def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_size: int) -> dict:
     """Metrics over held-out preference pairs, and how often the RM prefers the chosen answer to an empty one; with a
     gold judge, agreement with it, overall and (where the judge reports its checks) on the pairs whose two responses
     differ in exactly one check, by check."""
-    chosen = score(rm, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size)
-    rejected = score(rm, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size)
+    chosen, rejected = pair_scores(rm, tokenizer, pairs, batch_size)
     margin = chosen - rejected
     correct = (margin > 0).float()
     out = {"pairs": len(pairs), "accuracy": correct.mean().item(), "mean_margin": margin.mean().item()}

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from align.core.config import Config
 from align.core.console import is_main_process, print0
+from align.core.contracts import judged_prompt
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
@@ -83,7 +84,7 @@ def few_shot_examples(cfg: Config, eval_records: list[dict], judge, n_prompts: i
     with main_process_first():
         ensure_prepared(cfg.data, [cfg.eval.shot_examples])
     records, _ = read_records(cfg.eval.shot_examples, "sft", cfg.data.on_bad_record)
-    held_out = {r["prompt"][-1]["content"] for r in eval_records}
+    held_out = {judged_prompt(r["prompt"]) for r in eval_records}
     examples = solved_examples(records, held_out, judge)
     if len(examples) < most:
         raise UserError(f"eval.shots asks for {most} examples a prompt; {cfg.eval.shot_examples} has {len(examples)} "
@@ -106,7 +107,7 @@ def evaluate(cfg: Config) -> dict:
 
     from align.evaluation.few_shot import as_zero_shot_chat, chat_prompt, plain_text_prompt
     from align.evaluation.judging import check_judge, check_rates
-    from align.evaluation.multi_turn import judged_prompt, next_turn, turn_label
+    from align.evaluation.multi_turn import next_turn, turn_label, turn_prompt
     from align.evaluation.sampling import line_end_ids, sample_ids
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
@@ -220,7 +221,7 @@ def evaluate(cfg: Config) -> dict:
             del rm
 
     # 4. the gold judge's score, where the task has one; a later turn is judged with the follow-ups asked so far
-    judged = {row: [judged_prompt(prompts[i], followups[i], turn) for i in indices[row]]
+    judged = {row: [turn_prompt(prompts[i], followups[i], turn) for i in indices[row]]
               for row, (_, _, turn) in rows.items()}
     gold = {}
     if judge is not None:

@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 
 from align.core.config import Config
 from align.core.console import is_main_process, print0
+from align.core.contracts import judged_prompt
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids, never_sampled
@@ -89,7 +90,7 @@ def train(cfg: Config) -> dict:
     tokenizer = load_tokenizer(cfg.model, path=ppo.policy_init)
     pad_id, eos_id, never = tokenizer.pad_token_id, tokenizer.eos_token_id, never_sampled(tokenizer)
     prompt_records, _ = read_records(cfg.data.prompts_train, "prompt", cfg.data.on_bad_record)
-    rendered = [(chat_ids(tokenizer, r["prompt"], generation_prompt=True), r["prompt"][-1]["content"])
+    rendered = [(chat_ids(tokenizer, r["prompt"], generation_prompt=True), judged_prompt(r["prompt"]))
                 for r in prompt_records]
     kept = [(ids, text) for ids, text in rendered if len(ids) <= ppo.max_prompt_tokens]
     too_long = len(rendered) - len(kept)

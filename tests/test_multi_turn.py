@@ -8,7 +8,7 @@ import pytest
 from helpers import tiny_config
 
 from align.core.tokens import chat_ids
-from align.evaluation.multi_turn import judged_prompt, next_turn, turn_label
+from align.evaluation.multi_turn import next_turn, turn_label, turn_prompt
 
 FIRST = [{"role": "user", "content": "words 3 start sun end any"}]
 
@@ -23,8 +23,10 @@ def test_a_follow_up_comes_after_the_models_own_answer():
     third = next_turn(second, {0: "moon a b", 2: "sun a bird"}, followups, turn=3)
     assert list(third) == [2] and [m["content"] for m in third[2]] == [
         FIRST[0]["content"], "sun a b", "again end bird", "sun a bird", "again words 4"]
-    assert judged_prompt(FIRST, followups[2], 1) == FIRST[0]["content"]  # what a single-turn judge always read
-    assert judged_prompt(FIRST, followups[2], 3) == f"{FIRST[0]['content']}\nagain end bird\nagain words 4"
+    assert turn_prompt(FIRST, followups[2], 1) == FIRST[0]["content"]  # what a single-turn judge always read
+    assert turn_prompt(FIRST, followups[2], 3) == f"{FIRST[0]['content']}\nagain end bird\nagain words 4"
+    history = [*FIRST, {"role": "assistant", "content": "sun a b"}, {"role": "user", "content": "again end bird"}]
+    assert turn_prompt(history, ["again words 4"], 2) == f"{FIRST[0]['content']}\nagain end bird\nagain words 4"
     assert (turn_label("sft", 1), turn_label("sft", 2)) == ("sft", "sft turn 2")
 
 

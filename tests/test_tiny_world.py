@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from statistics import mean
 
 import pytest
@@ -129,9 +130,7 @@ def test_default_words_world_writes_the_files_measured_before(tiny_data_root):
                if name.endswith(".jsonl") and not name.startswith("pretrain.")}
     assert len(records) == 8
     files = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
-    # words task v4: sft.train gained the two-turn demonstrations at its end, prompts.eval the follow-ups; the six
-    # other files are as before
-    assert files == "56842ff7b1fb106a995ee99d313791dd84fbf310090f75241c8e14acea15add4"
+    assert files == "39a3ab1b31644cf6b37e5b637c02098d9677d162535fe58af2c4524373fee738"
     # the pretraining web, drawn after all of them (its numbers: docs/ablations.md)
     assert {name: manifest["sha256"][name][:16] for name in ("pretrain.train.jsonl", "pretrain.eval.jsonl")} == {
         "pretrain.train.jsonl": "2ad9041c432e6e8e", "pretrain.eval.jsonl": "20c55ebc5b8040dd"}
@@ -153,31 +152,58 @@ def test_text_that_is_not_a_follow_up_is_refused(follow_up):
         parse_prompt(f"words 3 start sun end any\n{follow_up}")
 
 
-def test_two_turn_demonstrations_and_every_eval_prompt_ask_one_change(tiny_data_root):
+@pytest.fixture(scope="module")
+def two_turn_world(tmp_path_factory):
+    """The words world with its second turn (+ablation=two_turn), built once."""
     from helpers import tiny_config
 
-    world = tiny_config(f"paths.data={tiny_data_root}").data.world
-    demos = read(tiny_data_root, "sft.train")
-    two_turn = [d["messages"] for d in demos if len(d["messages"]) > 2]
-    assert len(demos) == world.n_sft + world.n_two_turn and len(two_turn) == world.n_two_turn
-    assert all(len(m) == 4 for m in demos[world.n_sft:] for m in [m["messages"]])  # appended after the rest
+    from data_prep.prepare import ensure_prepared
+
+    cfg = tiny_config("+ablation=two_turn", f"paths.data={tmp_path_factory.mktemp('data')}")
+    ensure_prepared(cfg.data, [cfg.data.sft_train])
+    return cfg.data
+
+
+def lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_second_turns_are_added_after_the_first_turn_files_and_ask_one_change(two_turn_world, tiny_data_root):
+    world = two_turn_world.world
+    for name, n in (("sft_train", world.n_sft), ("prefs_train", world.n_pairs), ("prompts_train", world.n_prompts)):
+        records, before = lines(getattr(two_turn_world, name)), lines(world_dir(tiny_data_root) /
+                                                                       Path(getattr(two_turn_world, name)).name)
+        assert records[:n] == before and len(records) == n + round(world.two_turn_fraction * n), name
+
+    demos = lines(two_turn_world.sft_train)[world.n_sft:]
     second_met = []
-    for first, _, change, answer in two_turn:
+    for first, _, change, answer in (d["messages"] for d in demos):
         before, after = parse_prompt(first["content"]), parse_prompt(f"{first['content']}\n{change['content']}")
         changed = [kind for kind in KINDS if getattr(before, kind) != getattr(after, kind)]
         assert len(changed) == 1 and changed[0] != "mood", change  # one slot, to a new value
         second_met.append(gold_score(f"{first['content']}\n{change['content']}", answer["content"]))
     assert 0.5 < mean(second_met) < 0.7  # the second answer is demonstrated as the first: each check met w.p. 0.6
-    prompts = read(tiny_data_root, "prompts.eval")
+
+    for pair in lines(two_turn_world.prefs_train)[world.n_pairs:]:  # judged on the changed request
+        assert [m["role"] for m in pair["prompt"]] == ["user", "assistant", "user"]
+        judged = "\n".join(m["content"] for m in pair["prompt"] if m["role"] == "user")
+        chosen, rejected = (gold_score(judged, pair[side][0]["content"]) for side in ("chosen", "rejected"))
+        assert chosen != rejected
+    assert all(len(p["prompt"]) == 3 for p in lines(two_turn_world.prompts_train)[world.n_prompts:])
+
+    prompts = lines(two_turn_world.prompts_eval)
+    assert [p["prompt"] for p in prompts] == [p["prompt"] for p in lines(world_dir(tiny_data_root) /
+                                                                          "prompts.eval.jsonl")]
     assert all(len(p["followups"]) == 1 for p in prompts)
     assert len({p["followups"][0].split()[1] for p in prompts}) == len(world.kinds)  # every enabled slot is changed
 
 
-def test_a_task_without_second_turns_refuses_two_turn_demonstrations():
+def test_a_task_without_second_turns_refuses_them():
     from helpers import tiny_config
 
     from align.core.errors import UserError
     from data_prep.tiny_world import task_of
 
     with pytest.raises(UserError, match="no second turn"):
-        task_of(tiny_config("data=digits", "data.world.n_two_turn=10").data.world)
+        task_of(tiny_config("data=digits", "data.world.two_turn_fraction=0.1").data.world)

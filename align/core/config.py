@@ -59,8 +59,8 @@ class WorldConfig:
     n_pretrain: int  # documents of plain text to pretrain a base model on (a twentieth as many more held out)
     pretrain_task_fraction: float  # share of those documents that are pages of solved prompts
     tokenizer_vocab_size: int
-    n_two_turn: int = 0  # two-turn demonstrations added to SFT's (a follow-up changes the request); when > 0, every
-    # evaluation prompt has a follow-up too. Only for a task with follow-ups (words)
+    two_turn_fraction: float = 0.0  # that many more demonstrations, pairs and training prompts again, with a second
+    # turn that changes the request; when > 0, every evaluation prompt has a follow-up. A task with second turns only
 
 
 @dataclass
@@ -339,11 +339,11 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
             "chat.max_new_tokens")
 NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
-                "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature", "data.world.n_two_turn",
+                "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",
-             "data.world.pretrain_task_fraction")
+             "data.world.pretrain_task_fraction", "data.world.two_turn_fraction")
 
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),

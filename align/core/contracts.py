@@ -110,6 +110,12 @@ def check_text(record: dict) -> Problem:
     return None
 
 
+def judged_prompt(messages: list[dict], followups: list[str] = ()) -> str:
+    """What a task's judge reads as the prompt: the conversation's user turns, then any follow-ups asked so far, one
+    per line. A single-turn prompt is its user turn's text; a judge of a task with second turns reads them in order."""
+    return "\n".join([*(m["content"] for m in messages if m["role"] == "user"), *followups])
+
+
 PLAIN_TEXT_SEPARATOR = "\n\n"  # between solved prompts on a page of plain text
 
 

@@ -10,6 +10,7 @@ from statistics import mean
 
 from align.core.config import DataConfig, EvalConfig
 from align.core.console import print0
+from align.core.contracts import judged_prompt
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.evaluation.sampling import sample
@@ -62,7 +63,7 @@ def check_judge(data: DataConfig) -> Judge | None:
     if data.prompts_eval is None:
         return judge  # nothing to judge: every gold evaluation is left out
     records, _ = read_records(data.prompts_eval, "prompt", data.on_bad_record)
-    prompt = records[0]["prompt"][-1]["content"]
+    prompt = judged_prompt(records[0]["prompt"])
     try:
         for response, ended in (("", False), ("x", True)):
             value = float(judge.score(prompt, response, ended))
@@ -87,7 +88,7 @@ def gold_evaluation(model, tokenizer, data: DataConfig, settings: EvalConfig, se
     records, _ = read_records(data.prompts_eval, "prompt", "error")
     if settings.num_prompts > 0:
         records = records[: settings.num_prompts]
-    prompts = [r["prompt"][-1]["content"] for r in records]
+    prompts = [judged_prompt(r["prompt"]) for r in records]
     completions = sample(model, tokenizer, [r["prompt"] for r in records], settings.max_new_tokens,
                          settings.temperature, settings.batch_size, seed)
     results = {

@@ -3,6 +3,8 @@ answer to the turns before, and what the task's judge reads of such a turn."""
 
 from __future__ import annotations
 
+from align.core.contracts import judged_prompt
+
 
 def turn_label(label: str, turn: int) -> str:
     """The evaluation row of a model's answers at one turn: the model's own label for the first."""
@@ -18,7 +20,7 @@ def next_turn(conversations: dict[int, list[dict]], answers: dict[int, str], fol
             for i, conversation in conversations.items() if len(followups[i]) >= turn - 1}
 
 
-def judged_prompt(prompt: list[dict], followups: list[str], turn: int) -> str:
-    """What the judge reads as the prompt of a turn: the prompt's last user turn and the follow-ups asked up to this
-    turn, one per line. A first turn is the last user turn alone, so a single-turn judge reads what it always did."""
-    return "\n".join([prompt[-1]["content"], *followups[: turn - 1]])
+def turn_prompt(prompt: list[dict], followups: list[str], turn: int) -> str:
+    """What the judge reads as the prompt of a turn: the prompt's user turns and the follow-ups asked up to this
+    turn, one per line (contracts.judged_prompt)."""
+    return judged_prompt(prompt, followups[: turn - 1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from align.core.contracts import judged_prompt
 from align.evaluation.judging import Judge
 from align.modeling.reward_model import score
 
@@ -57,7 +58,7 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_
     out["good_vs_empty"] = (chosen > empty).float().mean().item()
 
     if judge is not None:
-        prompts = [p["prompt"][-1]["content"] for p in pairs]
+        prompts = [judged_prompt(p["prompt"]) for p in pairs]
         gold_c = torch.tensor([judge.score(q, p["chosen"][0]["content"]) for q, p in zip(prompts, pairs)])
         gold_r = torch.tensor([judge.score(q, p["rejected"][0]["content"]) for q, p in zip(prompts, pairs)])
         decided = gold_c != gold_r

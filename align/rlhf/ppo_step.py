@@ -51,8 +51,9 @@ def rm_reward(reward_model: nn.Module, pad_id: int) -> Reward:
 
 
 def judge_reward(gold_score: Callable[[str, str, bool], float], tokenizer, prompts: list[str], eos_id: int) -> Reward:
-    """The task's gold judge (its score function) as the reward, for the batch whose prompts (the last user turn's
-    text) are `prompts`: the oracle a reward model stands in for. A response that never ended is judged unfinished."""
+    """The task's gold judge (its score function) as the reward, for the batch whose prompts (as
+    contracts.judged_prompt writes them) are `prompts`: the oracle a reward model stands in for. A response that
+    never ended is judged unfinished."""
 
     def reward(query_responses: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         ended = (responses == eos_id).any(dim=1).tolist()

@@ -35,17 +35,17 @@ def task_of(world: WorldConfig) -> Task:
     if unknown or not world.kinds:
         raise UserError(f"data.world.kinds={list(world.kinds)}: the {task.name} task's checks are {list(task.kinds)}; "
                         "enable at least one of them and nothing else")
-    if world.n_two_turn and task.follow_up is None:
-        raise UserError(f"data.world.n_two_turn={world.n_two_turn}: the {task.name} task has no second turn; set it "
-                        f"to 0 (tasks with one: {sorted(t.name for t in TASKS.values() if t.follow_up)})")
+    if world.two_turn_fraction and task.follow_up is None:
+        raise UserError(f"data.world.two_turn_fraction={world.two_turn_fraction}: the {task.name} task has no second "
+                        f"turn; set it to 0 (tasks with one: {sorted(t.name for t in TASKS.values() if t.follow_up)})")
     return task
 
 
 def world_recipe(world: WorldConfig) -> dict:
     """What of data.world decides the files, for the manifest's recipe: the options and the task's version."""
     options = asdict(world)
-    if not world.n_two_turn:  # a world built before two-turn demonstrations existed stays valid
-        del options["n_two_turn"]
+    if not world.two_turn_fraction:  # a world built before second turns existed stays valid
+        del options["two_turn_fraction"]
     return {**options, "task_version": task_of(world).version}
 
 

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 from align.core.config import WorldConfig
-from align.core.contracts import PLAIN_TEXT_SEPARATOR, plain_text_example
+from align.core.contracts import PLAIN_TEXT_SEPARATOR, judged_prompt, plain_text_example
 from data_prep.writing import write_jsonl
 
 from .world import Task
@@ -53,6 +53,32 @@ def preference_pair(task: Task, prompt: str, spec, rng: random.Random, world: Wo
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
+
+
+def first_turn(task: Task, prompt: str, spec, rng: random.Random, world: WorldConfig) -> tuple[list[dict], str, object]:
+    """A first request, the demonstrator's answer and a follow-up that changes it: (the conversation so far, ending
+    on the follow-up; what the judge reads of it; the changed spec)."""
+    change, changed = task.follow_up(spec, rng, tuple(world.kinds))
+    answer = demonstrate(task, spec, rng, world.demonstrator_p)
+    conversation = [*user(prompt), {"role": "assistant", "content": answer}, *user(change)]
+    return conversation, judged_prompt(conversation), changed
+
+
+def two_turn_demo(task: Task, prompt: str, spec, rng: random.Random, world: WorldConfig) -> dict:
+    conversation, _, changed = first_turn(task, prompt, spec, rng, world)
+    answer = demonstrate(task, changed, rng, world.demonstrator_p)
+    return {"messages": [*conversation, {"role": "assistant", "content": answer}]}
+
+
+def two_turn_pair(task: Task, prompt: str, spec, rng: random.Random, world: WorldConfig) -> dict | None:
+    """A preference pair on the second turn, made as preference_pair makes one on the first."""
+    conversation, judged, changed = first_turn(task, prompt, spec, rng, world)
+    pair = preference_pair(task, judged, changed, rng, world)
+    return None if pair is None else {**pair, "prompt": conversation}
+
+
+def two_turn_prompt(task: Task, prompt: str, spec, rng: random.Random, world: WorldConfig) -> dict:
+    return {"prompt": first_turn(task, prompt, spec, rng, world)[0]}
 
 
 def pretraining_document(task: Task, sample, rng: random.Random, world: WorldConfig) -> dict:
@@ -116,15 +142,16 @@ def build(out_dir: Path, world: WorldConfig, task: Task) -> dict[str, int]:
                                 for _ in range(world.n_pretrain)]
     splits["pretrain.eval"] = [pretraining_document(task, train_prompt, rng, world)
                                for _ in range(world.n_pretrain // 20)]
-    # Then the second turns, last again: demonstrations of a follow-up after a first answer (SFT trains on both
-    # answers), and a follow-up for every evaluation prompt, asked after the model's own first answer.
-    if world.n_two_turn:
-        for _ in range(world.n_two_turn):
-            prompt, spec = train_prompt()
-            change, changed = task.follow_up(spec, rng, kinds)
-            splits["sft.train"].append({"messages": [
-                *demo(prompt, spec)["messages"], *user(change),
-                {"role": "assistant", "content": demonstrate(task, changed, rng, world.demonstrator_p)}]})
+    # Then the second turns (where asked for), last again: a share more demonstrations, pairs and training prompts
+    # that go on with a follow-up after a first answer, and a follow-up for every evaluation prompt.
+    if world.two_turn_fraction:
+        for name, n, make in (("sft.train", world.n_sft, two_turn_demo), ("prefs.train", world.n_pairs, two_turn_pair),
+                              ("prompts.train", world.n_prompts, two_turn_prompt)):
+            records = splits[name]
+            while len(records) < n + round(world.two_turn_fraction * n):
+                record = make(task, *train_prompt(), rng, world)
+                if record is not None:
+                    records.append(record)
         for record, (_, spec) in zip(splits["prompts.eval"], eval_items):
             record["followups"] = [task.follow_up(spec, rng, kinds)[0]]
     out_dir.mkdir(parents=True, exist_ok=True)

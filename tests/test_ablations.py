@@ -7,6 +7,7 @@ from helpers import CONF, compose_config, without_hydra
 from omegaconf import OmegaConf
 
 from align.core.config import compose, load
+from align.core.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -29,12 +30,16 @@ ABLATIONS = {
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
     "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final",
                          "pipeline.stages": ["pretrain", "sft", "rm", "ppo", "eval"]}, {"sft", "rm"}),
+    "two_turn": ({"data.dir": "${paths.data}/${data.name}_two_turn-seed${data.world.seed}",
+                  "data.world.two_turn_fraction": 0.1}, {"sft", "rm"}),
     "rloo": ({"ppo.algorithm": "rloo"}, set()),
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
     "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
     "oracle": ({"ppo.reward": "judge"}, set()),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
+TINY_WORLD_ONLY = {"two_turn"}  # options of the tiny world's builder: refused where the data has no world
+TINY_WORLDS = {"tiny", "digits", "template"}
 
 
 def flat(node, prefix: str = "") -> dict:
@@ -56,6 +61,10 @@ def test_the_list_above_is_every_file_in_conf_ablation():
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 def test_ablation_changes_what_it_says_and_forks_what_it_changes(experiment, ablation):
     changes, forks = ABLATIONS[ablation]
+    if ablation in TINY_WORLD_ONLY and experiment not in TINY_WORLDS:
+        with pytest.raises(UserError, match="data.world"):
+            composed(experiment, f"+ablation={ablation}")
+        return
     base_cfg, base = composed(experiment)
     cfg, config = composed(experiment, f"+ablation={ablation}")  # validated by load()
     assert config.variant == ablation and config.run_name == experiment

@@ -158,8 +158,8 @@ def evaluate(cfg: Config) -> dict:
     # chat row once more for each later turn of the prompts that have follow-ups (MT-bench's second turn)
     rows = {(label if e.shots.get(label, [0]) == [0] else f"{label} {k}-shot"): (label, k, 1)
             for label in models for k in e.shots.get(label) or [0]}
-    rows |= {turn_label(label, t): (label, 0, t) for label, k, _ in list(rows.values())
-             if k == 0 and label not in e.plain_text for t in range(2, turns + 1)}
+    first_turn_row = {label: row for row, (label, k, _) in rows.items() if k == 0 and label not in e.plain_text}
+    rows |= {turn_label(label, t): (label, 0, t) for label in first_turn_row for t in range(2, turns + 1)}
     shots = few_shot_examples(cfg, records, judge, len(prompts), max(k for _, k, _ in rows.values()))
 
     # 1. sample: every row answers every prompt with the same sampling settings and seed. A row shown examples, or
@@ -187,8 +187,8 @@ def evaluate(cfg: Config) -> dict:
             else:
                 completions[row] = [as_zero_shot_chat(tokenizer, p, c) for p, c in zip(prompts, sampled)]
         conversations = dict(enumerate(prompts))
-        for turn in range(2, turns + 1) if turn_label(label, 2) in rows else ():
-            before = turn_label(label, turn - 1)
+        for turn in range(2, turns + 1) if label in first_turn_row else ():
+            before = first_turn_row[label] if turn == 2 else turn_label(label, turn - 1)
             answers = {i: c.text for i, c in zip(indices[before], completions[before])}
             conversations = next_turn(conversations, answers, followups, turn)
             row = turn_label(label, turn)
@@ -276,6 +276,7 @@ def evaluate(cfg: Config) -> dict:
                 f.write(json.dumps({**{key: record[key] for key in ("id", "category") if key in record},
                                     "prompt": prompt, **({"followups": followups[i]} if followups[i] else {}),
                                     "responses": answers}) + "\n")
+
         def shown(label: str, i: int) -> str:
             if i not in position[label]:
                 return "-"  # this prompt has no such turn

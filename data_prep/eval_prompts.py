@@ -4,7 +4,7 @@ Told apart by their fields: `instruction` (AlpacaEval; with `instances`, Self-In
 follows the instruction after a blank line, as AlpacaEval writes them), `prompt` (Koala; a leading ShareGPT "2 / 2"
 artifact is removed; a list of turns, as HuggingFaceH4/mt_bench_prompts has it, is MT-Bench), `turns` (Vicuna /
 MT-Bench: the first turn is the prompt, every later one a follow-up the evaluation asks after the model's own
-answer). Each set's id (`question_id`, `id`) and category (`category`,
+answer). Each set's id (`question_id`, `prompt_id`, `id`) and category (`category`,
 AlpacaEval's `dataset`, Self-Instruct's `motivation_app`) are kept. Build them with eval_size -1, so every prompt is
 held out, and name them in a training source's `decontaminate`.
 """

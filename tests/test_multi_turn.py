@@ -147,3 +147,20 @@ def test_the_chat_prints_a_reply_piece_by_piece_as_it_is_sampled(models, tokeniz
     assert answer == "sun sun sun sun sun sun" + CUT  # never ended: six tokens, then cut
     assert len(out.pieces) >= 3  # printed while it was sampled, not once at the end
     assert "".join(out.pieces).strip() == answer.removesuffix(CUT)
+
+
+def test_a_model_shown_examples_goes_on_from_its_zero_shot_answers(tiny_data_root, tmp_path, models):
+    """With eval.shots a model's first-turn rows are `ppo 0-shot`, `ppo 1-shot`; its second turn follows the 0-shot
+    answers."""
+    from align.eval import evaluate
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": FIRST, "followups": ["again start moon"]}) + "\n"
+                    + json.dumps({"prompt": [{"role": "user", "content": "end bird"}]}) + "\n")
+    results = evaluate(tiny_config(
+        f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", f"data.prompts_eval={path}", "data.judge=null",
+        f"eval.models.sft={models / 'lm'}", f"eval.models.ppo={models / 'lm'}", "eval.models.base=null",
+        "+eval.shots.ppo=[0,1]", f"eval.reward_model={models / 'rm'}", "eval.max_new_tokens=4", stage="eval"))
+    rows = results["models"]
+    assert list(rows) == ["sft", "ppo 0-shot", "ppo 1-shot", "sft turn 2", "ppo turn 2"]
+    assert rows["ppo turn 2"]["prompts"] == 1 and rows["ppo turn 2"]["rm_win_rate"] == 0.5

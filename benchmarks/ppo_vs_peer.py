@@ -93,9 +93,9 @@ def build_init(work: Path, args) -> dict:
             "prompt_lengths": lengths}
 
 
-def align_overrides(work: Path, run: str, updates: int, rows_per_pass: int) -> list[str]:
+def align_overrides(work: Path, run: str, updates: int) -> list[str]:
     """`python -m align.ppo +experiment=small` pointed at the saved models and prompts, set to the peer's settings."""
-    return [f"ppo.rows_per_pass={rows_per_pass}",
+    return [
         "+experiment=small", f"paths.root={work / run}", f"paths.data={work / 'data'}",
         f"model.name_or_path={work / 'policy'}", f"model.tokenizer={work / 'policy'}",
         "data.sources={}", "data.mixtures={}", f"data.prompts_train={work / 'prompts.jsonl'}",
@@ -109,8 +109,8 @@ def align_overrides(work: Path, run: str, updates: int, rows_per_pass: int) -> l
     ]
 
 
-def run_align(work: Path, run: str, updates: int, rows_per_pass: int) -> dict:
-    result = measure(work, align_overrides(work, run, updates, rows_per_pass), profile=False, threads=0)
+def run_align(work: Path, run: str, updates: int) -> dict:
+    result = measure(work, align_overrides(work, run, updates), profile=False, threads=0)
     summary = summarise(result, warmup=1)
     return {"s_per_update": summary["wall"], "rss_mib": result["peak_rss_mib"],
             "phases": {name: statistics.mean(v) for name, v in summary["phases"].items()}}
@@ -141,8 +141,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--rows-per-pass", type=int, default=1,
-                        help="align's ppo.rows_per_pass: rows per forward pass, each pass cut to its own padding")
     parser.add_argument("--updates", type=int, default=3, help="per run; the first is not timed")
     parser.add_argument("--rounds", type=int, default=2, help="align-then-peer pairs")
     parser.add_argument("--keep", default=None, help="work in this directory and keep it (default: a temp dir)")
@@ -158,7 +156,7 @@ def main() -> None:
         problem = build_init(work, args)
         runs = []
         for r in range(args.rounds):
-            runs.append(("align", r, run_align(work, f"align-{r}", args.updates, args.rows_per_pass)))
+            runs.append(("align", r, run_align(work, f"align-{r}", args.updates)))
             runs.append(("peer", r, run_peer(work, f"peer-{r}", args.updates, args)))
     lines = ["| run | round | s/update (each timed update) | median | peak RSS MiB |", "|---|---|---|---|---|"]
     for name, r, m in runs:
@@ -188,8 +186,7 @@ def main() -> None:
         f"Models: GPT-2 {args.layers} layers x {args.width} ({args.heads} heads), {problem['params']:,} parameters in "
         f"the policy, vocabulary {problem['vocab']:,}; {len(lengths)} HH-RLHF prompts of {min(lengths)}-"
         f"{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}); {BATCH} episodes per update, {EPOCHS} epochs, "
-        f"{RESPONSE_TOKENS}-token responses; {args.updates} updates per run, the first not timed; align's "
-        f"ppo.rows_per_pass={args.rows_per_pass}.",
+        f"{RESPONSE_TOKENS}-token responses; {args.updates} updates per run, the first not timed.",
         f"Machine: {os.cpu_count()} CPUs; load average (1 min) {load_before[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after. Whole command {time.perf_counter() - started:.0f} s.",
     ]

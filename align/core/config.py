@@ -185,7 +185,6 @@ class PPOSettings:
     batch_size: int  # episodes per update, per process
     num_minibatches: int  # optimizer steps per PPO epoch
     ppo_epochs: int  # passes over each batch
-    rows_per_pass: int  # rows of similar prompt length per forward pass, each cut to its own padding; 0: all at once
     lr: float
     lr_schedule: str  # "linear" (to 0 over the run) or "constant"
     adam_eps: float  # 1e-5, not PyTorch's 1e-8: PyTorch's eps makes early Adam updates too aggressive
@@ -340,7 +339,7 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
             "chat.max_new_tokens")
 NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
-                "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "ppo.rows_per_pass", "eval.temperature",
+                "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",

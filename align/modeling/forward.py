@@ -4,8 +4,6 @@ entropy. PPO, evaluation and the reward models all read a model through these, s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -35,28 +33,6 @@ def lm_logits(lm: nn.Module, input_ids: torch.Tensor, pad_id: int, response_from
     keep = 0 if response_from is None else torch.arange(response_from - 1, input_ids.shape[1] - 1,
                                                         device=input_ids.device)
     return lm(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
-
-
-def response_passes(forward: Callable[[torch.Tensor, int], tuple], query_responses: torch.Tensor, pad_id: int,
-                    context_length: int, rows_per_pass: int) -> tuple:
-    """`forward(input_ids, response_from)` -> a tuple of (b, T, ...) tensors over the response (or None), run over a
-    left-padded batch of queries + responses (B, C + T) in passes of `rows_per_pass` rows of similar prompt length,
-    each pass without the left padding all its rows share; the tensors come back (B, T, ...) in the batch's order.
-    0 (or at least B): one pass over the whole batch.
-
-    Every pad column costs a full column of compute. A pass has a fixed cost too, so fewer rows per pass pay off when
-    prompts differ in length and the model is large next to that cost (GPT-2 124M on a CPU: one row per pass).
-    """
-    if rows_per_pass <= 0 or rows_per_pass >= len(query_responses):
-        return forward(query_responses, context_length)
-    pads = (query_responses[:, :context_length] == pad_id).sum(dim=1)  # all on the left: queries are left-padded
-    order = pads.argsort(descending=True, stable=True)
-    outputs = []
-    for rows in order.split(rows_per_pass):
-        cut = int(pads[rows].min())
-        outputs.append(forward(query_responses[rows, cut:], context_length - cut))
-    inverse = order.argsort()
-    return tuple(None if parts[0] is None else torch.cat(parts)[inverse] for parts in zip(*outputs, strict=True))
 
 
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float) -> torch.Tensor:

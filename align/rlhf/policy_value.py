@@ -29,15 +29,13 @@ class PolicyAndValue(nn.Module):
         return False
 
     def forward(self, input_ids: torch.Tensor, pad_id: int, response_from: int | None = None, with_values: bool = True):
-        """(policy logits, values or None); the logits as lm_logits returns them for `response_from`, the values
-        (B, L) at every position, or with response_from=C (B, L - C): the value of the state before each response
-        token."""
+        """(policy logits, value head outputs (B, L) or None at every position); the logits as lm_logits returns
+        them for `response_from`."""
         logits = lm_logits(self.policy, input_ids, pad_id, response_from)
         if not with_values:
             return logits, None
         mask = (input_ids != pad_id).long()
-        values = head_outputs(self.value, input_ids, mask, position_ids(mask))
-        return logits, values if response_from is None else response_values(values, response_from)
+        return logits, head_outputs(self.value, input_ids, mask, position_ids(mask))
 
 
 def head_outputs(classifier: nn.Module, input_ids, attention_mask, positions) -> torch.Tensor:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from align.core.config import PPOSettings
-from align.modeling.forward import entropy, lm_logits, response_logprobs, response_passes
+from align.modeling.forward import entropy, lm_logits, response_logprobs
 from align.modeling.reward_model import reward_at_eos
 from align.rlhf import losses as L
+from align.rlhf.policy_value import response_values
 
 
 @dataclass
@@ -72,17 +73,15 @@ def score(model: nn.Module, reference: nn.Module, reward: Reward, queries: torch
     responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
     query_responses = torch.cat([queries, responses], dim=1)
     context_length = queries.shape[1]
-    logits, values = response_passes(lambda ids, c: model(ids, pad_id, c), query_responses, pad_id, context_length,
-                                     ppo.rows_per_pass)
-    (ref_logits,) = response_passes(lambda ids, c: (lm_logits(reference, ids, pad_id, c),), query_responses, pad_id,
-                                    context_length, ppo.rows_per_pass)
+    logits, all_values = model(query_responses, pad_id, context_length)
+    ref_logits = lm_logits(reference, query_responses, pad_id, context_length)
     raw_scores = reward(query_responses, responses)
     has_eos = (responses == eos_id).any(dim=1)
     return Batch(
         query_responses=query_responses, responses=responses, mask=mask, context_length=context_length,
         logprobs=response_logprobs(logits, responses, ppo.temperature),
         ref_logprobs=response_logprobs(ref_logits, responses, ppo.temperature),
-        values=values,
+        values=response_values(all_values, context_length),
         raw_scores=raw_scores,
         scores=L.apply_missing_eos_penalty(raw_scores, has_eos, ppo.missing_eos_mode, ppo.missing_eos_penalty),
         has_eos=has_eos,
@@ -133,9 +132,9 @@ def optimise(model: nn.Module, optimizer, scheduler, accelerator, batch: Batch, 
     stats = []
     for _ in range(ppo.ppo_epochs):
         for idx in torch.randperm(ppo.batch_size, generator=generator).split(minibatch_size):
-            logits, values = response_passes(lambda ids, c: model(ids, pad_id, c), batch.query_responses[idx],
-                                             pad_id, batch.context_length, ppo.rows_per_pass)
+            logits, all_values = model(batch.query_responses[idx], pad_id, batch.context_length)
             logprobs = response_logprobs(logits, batch.responses[idx], ppo.temperature)
+            values = response_values(all_values, batch.context_length)
             pg_loss, pg_stats = L.policy_loss(logprobs, batch.logprobs[idx], batch.advantages[idx], batch.mask[idx],
                                               ppo.cliprange)
             vf_loss, vf_stats = L.value_loss(values, batch.values[idx], batch.returns[idx], batch.mask[idx],

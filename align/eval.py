@@ -283,7 +283,8 @@ def evaluate(cfg: Config) -> dict:
             c = completions[label][position[label][i]]
             return c.text if c.ended else c.text + " [no EOS]"
 
-        write_report(run_dir / "report.md", results, prompts[: e.report_samples],
+        write_report(run_dir / "report.md", results, [judged_prompt(p, followups[i])  # every user turn, a line each
+                                                       for i, p in enumerate(prompts[: e.report_samples])],
                      {label: [shown(label, i) for i in range(min(len(prompts), e.report_samples))] for label in rows})
         write_plot(run_dir / "eval.png", results)
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")  # last: it marks the run finished

@@ -100,6 +100,10 @@ def test_every_turn_is_a_row_judged_and_scored_in_its_own_conversation(tiny_data
     assert "words 3 start sun end any\nagain start moon\nagain words 4" in judged  # turn 3 reads every user turn
     assert "end bird\nagain end fish" in judged
 
+    # the report's samples show each prompt's every user turn, so a later turn's answer can be read against its own
+    report = (tmp_path / "tiny" / "eval-baseline" / "report.md").read_text()
+    assert "| words 3 start sun end any<br>again start moon<br>again words 4 |" in report
+
     lines = [json.loads(line) for line in (tmp_path / "tiny" / "eval-baseline" / "responses.jsonl").open()]
     assert [(line["id"], line["category"], sorted(line["responses"])) for line in lines][1] == (
         "b", "plain", ["ppo", "sft"])

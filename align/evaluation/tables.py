@@ -45,8 +45,9 @@ def print_table(results: dict) -> None:
         print(f"warning: {warning}")
 
 
-def write_report(path: Path, results: dict, prompts: list[list[dict]], responses: dict[str, list[str]]) -> None:
-    """Markdown: how the responses were sampled, the summary table, and sample responses side by side."""
+def write_report(path: Path, results: dict, prompts: list[str], responses: dict[str, list[str]]) -> None:
+    """Markdown: how the responses were sampled, the summary table, and sample responses side by side, next to each
+    prompt as `prompts` writes it."""
     header, rows = table_rows(results)
     n = results["models"][results["reference"]]["prompts"]
     text = [
@@ -59,7 +60,7 @@ def write_report(path: Path, results: dict, prompts: list[list[dict]], responses
         *check_table(results),
         "## Sample responses\n",
         markdown_table(["prompt", *responses],
-                       [[p[-1]["content"], *(r[i] for r in responses.values())] for i, p in enumerate(prompts)]),
+                       [[p, *(r[i] for r in responses.values())] for i, p in enumerate(prompts)]),
     ]
     path.write_text("\n".join(text), encoding="utf-8")
 

@@ -61,7 +61,7 @@ def train(cfg: Config) -> dict:
     from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
     from align.rlhf import alarms, ppo_checkpoint, ppo_step
     from align.rlhf import losses as L
-    from align.rlhf.policy_value import PolicyAndValue, add_lora, unwrapped_for_generation
+    from align.rlhf.policy_value import PolicyAndValue, adapter_disabled, add_lora, unwrapped_for_generation
     from align.rlhf.rollout import sample_responses
     from align.runtime import checkpoints
     from align.runtime.guards import require_all_finite, require_finite
@@ -150,9 +150,8 @@ def train(cfg: Config) -> dict:
         if reference is not None:
             yield reference
         else:
-            lora_policy = unwrapped_model.policy
-            with lora_policy.disable_adapter():
-                yield lora_policy
+            with adapter_disabled(unwrapped_model.policy) as sft:
+                yield sft
 
     # One prompt order for every rank (from the seed); different sampling seeds per rank.
     order = torch.Generator().manual_seed(cfg.seed)
@@ -195,8 +194,7 @@ def train(cfg: Config) -> dict:
         score_start = time.perf_counter()
         reward = ppo_step.rm_reward(reward_model, pad_id) if judge is None else \
             ppo_step.judge_reward(judge.score, tokenizer, [prompt_texts[i] for i in mine], eos_id)
-        with as_reference() as ref:
-            batch = ppo_step.score(model, ref, reward, queries, sampled, pad_id, eos_id, ppo)
+        batch = ppo_step.score(model, as_reference, reward, queries, sampled, pad_id, eos_id, ppo)
         require_finite("reward", batch.raw_scores, run_dir, update, "PPO update")
 
         # 3. shape rewards: -beta * KL per token, the score added on the EOS

@@ -34,6 +34,11 @@ BREAKS = [
     ("learning-rate schedule never stepped", "align/rlhf/ppo_step.py", "    scheduler.step()", "    pass"),
     ("value target set to the advantages", "align/rlhf/ppo_step.py",
      "batch.values[idx], batch.returns[idx]", "batch.values[idx], batch.advantages[idx]"),
+    ("policy's scoring pass with the LoRA adapter disabled", "align/rlhf/ppo_step.py",
+     "    with torch.set_grad_enabled(keep_graph):\n",
+     "    with torch.set_grad_enabled(keep_graph), as_reference():\n"),
+    ("first epoch reuses the scoring pass in the wrong row order", "align/rlhf/ppo_step.py",
+     "logprobs, values = (t[idx] for t in batch.first_forward)", "logprobs, values = batch.first_forward"),
     ("values read one position late", "align/rlhf/policy_value.py",
      "return values[:, context_length - 1 : -1]", "return values[:, context_length:]"),
 ]

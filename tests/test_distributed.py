@@ -225,6 +225,20 @@ def test_ppo_under_each_layout_matches_ddp(config, ppo_run):
             assert mine[key] == pytest.approx(ddp[key], abs=1e-4), key
 
 
+def test_one_minibatch_reuses_the_scoring_pass_under_zero3_as_under_ddp(rm_zero2, runs, tiny_data_root, launch_env):
+    """With one minibatch the first epoch's forward is the scoring pass's, graph and all; under ZeRO-3 that pass
+    gathers each layer's weights, and the backward gathers them again. Two updates: a third one's rollout can already
+    tell DDP's float rounding from ZeRO's by one sampled token of a near-uniform policy, and then the runs part."""
+    for config in ("ddp", "zero3"):
+        launch(config, "ppo", *common(runs, tiny_data_root), "ppo.num_minibatches=1", "ppo.total_episodes=128",
+               f"variant=one-minibatch-{config}", env=launch_env)
+    ddp, zero3 = (runs / "tiny" / f"ppo-one-minibatch-{config}" for config in ("ddp", "zero3"))
+    assert max_difference(ddp / "final", zero3 / "final") < 1e-5
+    for mine, reference in zip(update_rows(zero3), update_rows(ddp), strict=True):
+        for key in ("objective/kl", "policy/approx_kl", "policy/clipfrac", "value/loss"):
+            assert mine[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
 def test_ppo_zero3_resumes_exactly_with_the_same_world_size(ppo_run, runs, tiny_data_root, launch_env):
     """Two updates, then the same run asked for three: it resumes from checkpoint-2 (each rank its own shards and RNG)
     and ends with the same weights, bit for bit, as the run that did three in one go."""

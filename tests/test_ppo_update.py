@@ -7,6 +7,7 @@ EOS before the last position, tokens after that EOS (to be padded away), and a r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 
@@ -55,9 +56,10 @@ def setup(tiny_data_root):
                 queries=queries, sampled=sampled, pad=pad, eos=eos)
 
 
-def scored(s, reference=None):
-    return ppo_step.score(s["model"], reference or s["reference"], ppo_step.rm_reward(s["reward_model"], s["pad"]),
-                          s["queries"], s["sampled"], s["pad"], s["eos"], s["ppo"])
+def scored(s, reference=None, ppo=None):
+    return ppo_step.score(s["model"], lambda: contextlib.nullcontext(reference or s["reference"]),
+                          ppo_step.rm_reward(s["reward_model"], s["pad"]), s["queries"], s["sampled"], s["pad"],
+                          s["eos"], ppo or s["ppo"])
 
 
 def test_responses_are_cut_after_their_first_eos(setup):
@@ -130,10 +132,10 @@ def test_rewards_advantages_and_returns(setup):
     assert torch.allclose(batch.advantages, L.masked_whiten(advantages, batch.mask), atol=1e-6)
 
 
-def optimise(setup, batch, lr=1e-3, **changes):
+def optimise(setup, batch, lr=1e-3, optimizer_class=torch.optim.AdamW, **changes):
     ppo = dataclasses.replace(setup["ppo"], **changes)
     model = setup["model"]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    optimizer = optimizer_class([p for p in model.parameters() if p.requires_grad], lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / 4)
     checked = []
     stats = ppo_step.optimise(model, optimizer, scheduler, Accelerator(cpu=True), batch, ppo, setup["pad"],
@@ -157,6 +159,59 @@ def test_later_epochs_see_the_policy_move_away_from_the_old_one(setup):
     stats, *_ = optimise(setup, batch, lr=1e-2, ppo_epochs=3)
     assert stats[0]["approx_kl"].item() == 0.0
     assert stats[-1]["approx_kl"].item() > 1e-6 and abs(stats[-1]["ratio"].item() - 1.0) > 1e-6
+
+
+def test_with_one_minibatch_the_first_epoch_reuses_the_scoring_pass_and_updates_the_same(setup):
+    """The scoring pass keeps its graph as the first epoch's forward (one pass fewer): the weights and statistics
+    after the update are those of the update that runs that forward again. With two minibatches nothing is kept."""
+    assert scored(setup, ppo=dataclasses.replace(setup["ppo"], num_minibatches=2)).first_forward is None
+    start = copy.deepcopy(setup["model"].state_dict())
+    results = []
+    for reuse in (True, False):
+        setup["model"].load_state_dict(start)
+        batch = ppo_step.shape(scored(setup), kl_coef=0.1, ppo=setup["ppo"])
+        assert batch.first_forward is not None and batch.first_forward[0].requires_grad
+        if not reuse:
+            batch.first_forward = None
+        passes = []
+        hook = setup["model"].register_forward_hook(lambda *_, passes=passes: passes.append(1))
+        # SGD: Adam turns a gradient that is 0 up to rounding (a key bias's) into a step of the full rate
+        stats, *_ = optimise(setup, batch, lr=1e-1, optimizer_class=torch.optim.SGD, ppo_epochs=3)
+        hook.remove()
+        results.append((len(passes), stats, copy.deepcopy(setup["model"].state_dict())))
+    (reused_passes, reused_stats, reused_weights), (passes, stats, weights) = results
+    assert (reused_passes, passes) == (2, 3)
+    for key in weights:
+        assert torch.allclose(reused_weights[key], weights[key], atol=1e-6), key
+    assert not torch.equal(weights["policy.lm_head.weight"], start["policy.lm_head.weight"])
+    for reused, recomputed in zip(reused_stats, stats, strict=True):
+        for name in ("pg_loss", "vf_loss", "approx_kl", "ratio"):
+            assert reused[name].item() == pytest.approx(recomputed[name].item(), abs=1e-6), name
+
+
+def test_with_lora_only_the_reference_pass_runs_without_the_adapter(setup):
+    """With LoRA the reference is the policy with its adapter disabled; the policy's own pass keeps the adapter, so
+    once the adapter has moved, the old log-probabilities and the KL are those of the adapted policy."""
+    from align.rlhf.policy_value import PolicyAndValue, adapter_disabled, add_lora
+
+    policy, value = add_lora(setup["model"].policy, setup["model"].value, r=4, alpha=8,
+                             target_modules=["c_attn", "c_proj", "c_fc"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)  # as if trained
+    model = PolicyAndValue(policy, value)
+    reward = ppo_step.rm_reward(setup["reward_model"], setup["pad"])
+    batch = ppo_step.score(model, lambda: adapter_disabled(policy), reward, setup["queries"], setup["sampled"],
+                           setup["pad"], setup["eos"], setup["ppo"])
+    q_r, C, t, pad = batch.query_responses, batch.context_length, setup["ppo"].temperature, setup["pad"]
+    with torch.no_grad():
+        adapted = response_logprobs(lm_logits(policy, q_r, pad, C), batch.responses, t)
+        sft = response_logprobs(lm_logits(setup["reference"], q_r, pad, C), batch.responses, t)
+    assert torch.allclose(batch.logprobs, adapted, atol=1e-5)
+    assert torch.allclose(batch.ref_logprobs, sft, atol=1e-5)
+    assert (batch.logprobs - batch.ref_logprobs).abs().max() > 1e-3
 
 
 def test_each_step_starts_from_zero_gradients_and_the_schedule_steps_once(setup):

@@ -60,6 +60,13 @@ def add_lora(policy: nn.Module, value: nn.Module, r: int, alpha: float, target_m
 
 
 @contextmanager
+def adapter_disabled(lora_policy: nn.Module):
+    """The LoRA policy with its adapter disabled: the model it started from, which is PPO's reference with LoRA."""
+    with lora_policy.disable_adapter():
+        yield lora_policy
+
+
+@contextmanager
 def unwrapped_for_generation(model: nn.Module, unwrapped: nn.Module, accelerator):
     """The plain module for sampling: `unwrapped` (accelerator.unwrap_model(model), looked up once by the caller, as
     the lookup walks every module); under DeepSpeed ZeRO-3, TRL's helper first gathers the sharded weights of `model`

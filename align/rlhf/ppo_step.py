@@ -8,6 +8,7 @@ Shapes: B episodes, C the (left-padded) query width, T response tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,9 @@ class Batch:
     rewards: torch.Tensor | None = None  # (B, T)
     advantages: torch.Tensor | None = None  # (B, T) whitened if ppo.whiten_advantages
     returns: torch.Tensor | None = None  # (B, T) the value targets: raw advantages + values
+    # With one minibatch, the scoring pass's (logprobs, values) with their graph: the first epoch's forward, as the
+    # weights have not moved since (dropout is off), so that pass is not run twice
+    first_forward: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 Reward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (query_responses, responses) -> (B,) scores
@@ -64,28 +68,36 @@ def judge_reward(gold_score: Callable[[str, str, bool], float], tokenizer, promp
     return reward
 
 
-@torch.no_grad()
-def score(model: nn.Module, reference: nn.Module, reward: Reward, queries: torch.Tensor, sampled: torch.Tensor,
-          pad_id: int, eos_id: int, ppo: PPOSettings) -> Batch:
+def score(model: nn.Module, as_reference: Callable[[], AbstractContextManager[nn.Module]], reward: Reward,
+          queries: torch.Tensor, sampled: torch.Tensor, pad_id: int, eos_id: int, ppo: PPOSettings) -> Batch:
     """Step 2: the policy's and the reference's log-probabilities of the sampled responses, the values, and the
     reward of each response (rm_reward or judge_reward), with the missing-EOS penalty. `model` is the PolicyAndValue
-    module."""
+    module; `as_reference()` a context that holds the frozen reference, and only the reference's pass runs in it (with
+    LoRA the reference is the policy with its adapter disabled). With one minibatch the policy's pass keeps its graph
+    for the first epoch (Batch.first_forward)."""
     responses, mask = L.truncate_after_eos(sampled, eos_id, pad_id)
     query_responses = torch.cat([queries, responses], dim=1)
     context_length = queries.shape[1]
-    logits, all_values = model(query_responses, pad_id, context_length)
-    ref_logits = lm_logits(reference, query_responses, pad_id, context_length)
-    raw_scores = reward(query_responses, responses)
+    keep_graph = ppo.num_minibatches == 1
+    with torch.set_grad_enabled(keep_graph):
+        logits, all_values = model(query_responses, pad_id, context_length)
+        logprobs = response_logprobs(logits, responses, ppo.temperature)
+        values = response_values(all_values, context_length)
+    with torch.no_grad():
+        with as_reference() as reference:
+            ref_logits = lm_logits(reference, query_responses, pad_id, context_length)
+        raw_scores = reward(query_responses, responses)
     has_eos = (responses == eos_id).any(dim=1)
     return Batch(
         query_responses=query_responses, responses=responses, mask=mask, context_length=context_length,
-        logprobs=response_logprobs(logits, responses, ppo.temperature),
+        logprobs=logprobs.detach(),
         ref_logprobs=response_logprobs(ref_logits, responses, ppo.temperature),
-        values=response_values(all_values, context_length),
+        values=values.detach(),
         raw_scores=raw_scores,
         scores=L.apply_missing_eos_penalty(raw_scores, has_eos, ppo.missing_eos_mode, ppo.missing_eos_penalty),
         has_eos=has_eos,
         entropy=entropy(logits, ppo.temperature),
+        first_forward=(logprobs, values) if keep_graph else None,
     )
 
 
@@ -130,11 +142,15 @@ def optimise(model: nn.Module, optimizer, scheduler, accelerator, batch: Batch, 
     trainable = [p for p in model.parameters() if p.requires_grad]
     minibatch_size = ppo.batch_size // ppo.num_minibatches
     stats = []
-    for _ in range(ppo.ppo_epochs):
+    for epoch in range(ppo.ppo_epochs):
         for idx in torch.randperm(ppo.batch_size, generator=generator).split(minibatch_size):
-            logits, all_values = model(batch.query_responses[idx], pad_id, batch.context_length)
-            logprobs = response_logprobs(logits, batch.responses[idx], ppo.temperature)
-            values = response_values(all_values, batch.context_length)
+            if epoch == 0 and batch.first_forward is not None and ppo.num_minibatches == 1:
+                logprobs, values = (t[idx] for t in batch.first_forward)
+                batch.first_forward = None  # its graph is freed by the backward below
+            else:
+                logits, all_values = model(batch.query_responses[idx], pad_id, batch.context_length)
+                logprobs = response_logprobs(logits, batch.responses[idx], ppo.temperature)
+                values = response_values(all_values, batch.context_length)
             pg_loss, pg_stats = L.policy_loss(logprobs, batch.logprobs[idx], batch.advantages[idx], batch.mask[idx],
                                               ppo.cliprange)
             vf_loss, vf_stats = L.value_loss(values, batch.values[idx], batch.returns[idx], batch.mask[idx],

@@ -127,7 +127,15 @@ def build_dir(out_dir: Path, wanted_recipe: dict, make, label: str, remedy: str 
     files = {p.name: digest(p) for p in sorted(tmp_dir.glob("*.jsonl"))}
     manifest = {"recipe": wanted_recipe, **report, "sha256": files}
     (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if out_dir.exists():
-        out_dir.rmdir()  # empty (checked above)
-    os.replace(tmp_dir, out_dir)
+    try:
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp_dir, out_dir)
+    except OSError:
+        # Runs sharing data.dir (a parallel sweep) built it at once, and another one's build is in place: use it, as
+        # its manifest allows
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not manifest_path.is_file():
+            raise
+        return build_dir(out_dir, wanted_recipe, make, label, remedy)
     return out_dir

@@ -218,3 +218,34 @@ def test_mixture_drops_records_over_max_tokens_counted_in_the_target_tokenizer(t
     assert max(lengths) <= 150
     too_long = counts["dropped"]["too_long"]
     assert sum(too_long.values()) > 0 and len(kept) + sum(too_long.values()) == 90 + 68
+
+
+def _build_at_once(out_dir: str, barrier, results) -> None:
+    """One of several processes that build the same directory and finish together (tests below)."""
+    from data_prep.prepare import build_dir
+
+    def make(tmp):
+        (tmp / "records.jsonl").write_text('{"a": 1}\n')
+        barrier.wait(timeout=60)  # every process has built its copy: all of them now race to put theirs in place
+        return {}
+
+    results.put(str(build_dir(Path(out_dir), {"recipe": 1}, make, "test")))
+
+
+def test_runs_that_build_the_same_data_at_once_all_use_one_copy(tmp_path):
+    """A parallel sweep over one data.dir: each run builds the missing directory under a name of its own; the first
+    to finish puts its copy in place, and the others use it instead of failing on a directory that is not empty."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    out_dir = tmp_path / "world"
+    processes = [context.Process(target=_build_at_once, args=(str(out_dir), barrier, results)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    assert sorted(results.get(timeout=5) for _ in processes) == [str(out_dir)] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no copy left behind
+    assert json.loads((out_dir / "manifest.json").read_text())["recipe"] == {"recipe": 1}

@@ -98,3 +98,28 @@ def test_a_gain_the_audit_rm_does_not_confirm_is_a_warning():
     results = {"reference": "sft", "models": {"sft": {"rm_score": 0.0}}, "warnings": warnings}
     header, rows = table_rows(results)
     assert header == ["model", "RM score"]
+
+
+def test_greedy_answers_in_a_left_padded_batch_are_each_prompts_own(tiny_data_root):
+    """The evaluation's sampler (transformers' generate, which decodes finished rows on as padding without an
+    attention mask, and warns so) answers each prompt of a left-padded batch as it answers that prompt alone."""
+    from helpers import tiny_config
+
+    from align.evaluation.sampling import sample_ids
+    from align.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_config(f"paths.data={tiny_data_root}").model)
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=64,
+                                    initializer_range=0.3, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id)).eval()
+    prompts = [tokenizer("words 3 start sun end any")["input_ids"], tokenizer("moon")["input_ids"],
+               tokenizer("words any start any end happy bad")["input_ids"]]
+
+    def answers(batch_size):
+        return [c.response_ids for c in sample_ids(lm, tokenizer, prompts, max_new_tokens=8, temperature=0,
+                                                   batch_size=batch_size, seed=0, stop_ids=[tokenizer.eos_token_id])]
+
+    together, alone = answers(3), answers(1)
+    assert together == alone
+    assert len({tuple(a) for a in alone}) == 3  # the answers differ, so each row's own context decided its answer

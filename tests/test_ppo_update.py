@@ -186,7 +186,7 @@ def test_with_one_minibatch_the_first_epoch_reuses_the_scoring_pass_and_updates_
     assert not torch.equal(weights["policy.lm_head.weight"], start["policy.lm_head.weight"])
     for reused, recomputed in zip(reused_stats, stats, strict=True):
         for name in ("pg_loss", "vf_loss", "approx_kl", "ratio"):
-            assert reused[name].item() == pytest.approx(recomputed[name].item(), abs=1e-6), name
+            assert reused[name].item() == pytest.approx(recomputed[name].item(), rel=1e-5, abs=1e-6), name
 
 
 def test_with_lora_only_the_reference_pass_runs_without_the_adapter(setup):

@@ -142,9 +142,9 @@ def optimise(model: nn.Module, optimizer, scheduler, accelerator, batch: Batch, 
     trainable = [p for p in model.parameters() if p.requires_grad]
     minibatch_size = ppo.batch_size // ppo.num_minibatches
     stats = []
-    for epoch in range(ppo.ppo_epochs):
+    for _ in range(ppo.ppo_epochs):
         for idx in torch.randperm(ppo.batch_size, generator=generator).split(minibatch_size):
-            if epoch == 0 and batch.first_forward is not None and ppo.num_minibatches == 1:
+            if batch.first_forward is not None and ppo.num_minibatches == 1:  # the first epoch's only minibatch
                 logprobs, values = (t[idx] for t in batch.first_forward)
                 batch.first_forward = None  # its graph is freed by the backward below
             else:

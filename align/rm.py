@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 import hydra
@@ -67,6 +68,7 @@ def train(cfg: Config) -> dict:
     if 0 < with_margin < len(train_pairs):  # the dataset's columns come from the first pair: all or none
         raise UserError(f"{cfg.data.prefs_train}: {with_margin} of {len(train_pairs)} pairs have a margin; give "
                         "every pair one, or none")
+    train_pairs = with_empty_rejected(train_pairs, s.empty_rejected, cfg.seed)
 
     # 2-4. model, trainer, training, as many times as rm.restarts asks: which checks an RM learns varies with its
     # seed (head initialisation, pair order), and its accuracy on the held-out pairs' own labels tells which runs
@@ -173,6 +175,18 @@ def fit_one(cfg: Config, tokenizer, train_pairs: list[dict], eval_pairs: list[di
     train_loss = train_from(trainer, last, s.max_steps)
     return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
                          "train_pairs": len(trainer.train_dataset)}
+
+
+def with_empty_rejected(pairs: list[dict], share: float, seed: int) -> list[dict]:
+    """`pairs`, then for `share` of them (drawn with `seed`) the same prompt and chosen reply against an empty reply,
+    with the pair's margin if it has one.
+
+    A policy can end its response at once; an RM that never saw an empty reply has no reason to score it below a real
+    one, and PPO then learns to stop early (eval.json's good_vs_empty measures it on the held-out pairs).
+    """
+    picked = random.Random(seed).sample(range(len(pairs)), round(share * len(pairs)))
+    empty = [{"role": "assistant", "content": ""}]
+    return pairs + [{**pairs[i], "rejected": empty} for i in sorted(picked)]
 
 
 def audit_config(cfg: Config) -> Config:

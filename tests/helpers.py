@@ -52,6 +52,24 @@ def tiny_config(*overrides: str, stage: str = "sft"):
     return load(compose(["+experiment=tiny", *overrides], stage=stage))
 
 
+def rm_on_a_slice(data_root: Path, root: Path, *overrides: str, train: int, held_out: int = 100):
+    """The tiny RM stage's config on the first `train` and `held_out` of the world's pairs, from a randomly initialised
+    model saved in root/sft (its own SFT model would need an SFT run)."""
+    from align.modeling.models import load_causal_lm, load_tokenizer
+
+    cfg = tiny_config(f"paths.data={data_root}", f"paths.root={root}", "rm.eval_steps=100", "rm.save_steps=100",
+                      "rm.normalize_samples=50", *overrides, stage="rm")
+    for split, n in (("prefs_train", train), ("prefs_eval", held_out)):
+        with open(getattr(cfg.data, split)) as records:
+            (root / f"{split}.jsonl").write_text("".join(records.readlines()[:n]))
+        setattr(cfg.data, split, str(root / f"{split}.jsonl"))
+    tokenizer = load_tokenizer(cfg.model)
+    load_causal_lm(cfg.model, tokenizer, None, seed=0).save_pretrained(root / "sft")
+    tokenizer.save_pretrained(root / "sft")
+    cfg.rm.init_from = str(root / "sft")
+    return cfg
+
+
 def run_module(module: str, *overrides: str, env: dict | None = None, timeout: int = 600):
     """Run `python -m module overrides` the way a user does; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=offline_env(env),

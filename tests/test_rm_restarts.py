@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import json
 
-from helpers import tiny_config
+from helpers import rm_on_a_slice
 
 from align import rm as rm_stage
-from align.modeling.models import load_causal_lm, load_tokenizer
-
-
-def first_lines(path: str, n: int, out) -> str:
-    out.write_text("".join(open(path).readlines()[:n]))
-    return str(out)
 
 
 def test_restarts_keep_the_most_accurate_and_resume_without_training_again(tiny_data_root, tmp_path):
-    cfg = tiny_config(f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", "rm.restarts=3", "rm.max_steps=3",
-                      "rm.batch_size=8", "rm.eval_steps=100", "rm.save_steps=100", "rm.normalize_samples=50",
-                      stage="rm")
     # a slice of the world's pairs: the restarts, not the data, are under test
-    cfg.data.prefs_train = first_lines(cfg.data.prefs_train, 48, tmp_path / "train.jsonl")
-    cfg.data.prefs_eval = first_lines(cfg.data.prefs_eval, 100, tmp_path / "eval.jsonl")
-    tokenizer = load_tokenizer(cfg.model)
-    load_causal_lm(cfg.model, tokenizer, None, seed=0).save_pretrained(tmp_path / "sft")
-    tokenizer.save_pretrained(tmp_path / "sft")
-    cfg.rm.init_from = str(tmp_path / "sft")
+    cfg = rm_on_a_slice(tiny_data_root, tmp_path, "rm.restarts=3", "rm.max_steps=3", "rm.batch_size=8", train=48)
 
     metrics = rm_stage.train(cfg)
     run_dir = tmp_path / "tiny" / "rm"

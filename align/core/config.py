@@ -160,6 +160,7 @@ class RMSettings(TrainerSettings):
     normalize_samples: int  # how many of them (the first N); -1: all
     audit: bool  # train the audit RM instead: on data.prefs_audit, with seed + 1, into paths.rm_audit
     restarts: int  # train this many RMs (seeds seed, seed + 1, ...) and keep the most accurate on the held-out pairs
+    empty_rejected: float  # this share of the training pairs is also trained with an empty reply as the rejected side
 
 
 @dataclass
@@ -343,7 +344,7 @@ NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", 
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",
-             "data.world.pretrain_task_fraction", "data.world.two_turn_fraction")
+             "data.world.pretrain_task_fraction", "data.world.two_turn_fraction", "rm.empty_rejected")
 
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),

@@ -36,6 +36,8 @@ from data_prep.prepare import ensure_prepared
 
 
 def train(cfg: Config) -> dict:
+    from datasets import Dataset
+
     from align.evaluation.judging import check_judge
     from align.evaluation.rm_eval import accuracy, evaluate_pairs
     from align.modeling.models import load_tokenizer
@@ -87,12 +89,17 @@ def train(cfg: Config) -> dict:
         raise UserError(f"nothing left to normalise on or evaluate within rm.max_length={s.max_length}: "
                         f"{n_eval} held-out pairs, {n_reference} demonstrations before")
 
+    # TRL tokenises the pairs it is given as messages; the datasets it made for the first restart serve the others
+    datasets = {"train": Dataset.from_list(train_pairs), "eval": Dataset.from_list(eval_pairs)}
+
     def fit_restart(k: int) -> tuple:
         if s.restarts == 1:
-            return fit_one(cfg, tokenizer, train_pairs, eval_pairs, run_dir, cfg.seed, metrics_log)
-        out_dir = run_dir / f"restart-{k}"
-        return fit_one(cfg, tokenizer, train_pairs, eval_pairs, out_dir, cfg.seed + k,
-                       MetricsLog(out_dir / "metrics.jsonl"))
+            fitted = fit_one(cfg, tokenizer, datasets, run_dir, cfg.seed, metrics_log)
+        else:
+            out_dir = run_dir / f"restart-{k}"
+            fitted = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k, MetricsLog(out_dir / "metrics.jsonl"))
+        datasets.update(train=fitted[1].train_dataset, eval=fitted[1].eval_dataset)
+        return fitted
 
     restarts, chosen = [], 0
     for k in range(s.restarts):
@@ -135,11 +142,9 @@ def train(cfg: Config) -> dict:
     return metrics
 
 
-def fit_one(cfg: Config, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], out_dir: Path, seed: int,
-            metrics_log: MetricsLog) -> tuple:
-    """One RM trained with `seed` in `out_dir` (continuing from its last checkpoint there): the model, its trainer,
-    and what the run's metrics report of it."""
-    from datasets import Dataset
+def fit_one(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog) -> tuple:
+    """One RM trained with `seed` in `out_dir` (continuing from its last checkpoint there) on datasets["train"],
+    evaluated on datasets["eval"]: the model, its trainer, and what the run's metrics report of it."""
     from trl import RewardConfig, RewardTrainer
 
     from align.modeling.models import load_reward_model
@@ -166,8 +171,8 @@ def fit_one(cfg: Config, tokenizer, train_pairs: list[dict], eval_pairs: list[di
     trainer = RewardTrainer(
         model=rm,
         args=args,
-        train_dataset=Dataset.from_list(train_pairs),
-        eval_dataset=Dataset.from_list(eval_pairs),
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["eval"],
         processing_class=tokenizer,
         callbacks=stage_callbacks(metrics_log, "rm", s),
     )

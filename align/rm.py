@@ -94,12 +94,13 @@ def train(cfg: Config) -> dict:
 
     def fit_restart(k: int) -> tuple:
         if s.restarts == 1:
-            fitted = fit_one(cfg, tokenizer, datasets, run_dir, cfg.seed, metrics_log)
+            rm, trainer, result = fit_one(cfg, tokenizer, datasets, run_dir, cfg.seed, metrics_log)
         else:
             out_dir = run_dir / f"restart-{k}"
-            fitted = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k, MetricsLog(out_dir / "metrics.jsonl"))
-        datasets.update(train=fitted[1].train_dataset, eval=fitted[1].eval_dataset)
-        return fitted
+            rm, trainer, result = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k,
+                                          MetricsLog(out_dir / "metrics.jsonl"))
+        datasets.update(train=trainer.train_dataset, eval=trainer.eval_dataset)
+        return rm, trainer, result
 
     restarts, chosen = [], 0
     for k in range(s.restarts):

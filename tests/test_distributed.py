@@ -91,7 +91,7 @@ def sft_zero2(runs, tiny_data_root, launch_env):
 
 @pytest.fixture(scope="module")
 def rm_zero2(sft_zero2, runs, tiny_data_root, launch_env):
-    launch("zero2", "rm", *common(runs, tiny_data_root), env=launch_env)
+    launch("zero2", "rm", *common(runs, tiny_data_root), "rm.restarts=2", env=launch_env)
     return runs / "tiny" / "rm"
 
 
@@ -161,12 +161,12 @@ def test_rm_trains_and_saves_a_normalised_model(config, rm_zero2, runs, tiny_dat
     rm_dir = rm_zero2
     if config == "zero3":
         rm_dir = runs / "rm-zero3"
-        launch("zero3", "rm", *common(runs, tiny_data_root), f"paths.rm={rm_dir}", env=launch_env)
+        launch("zero3", "rm", *common(runs, tiny_data_root), "rm.restarts=2", f"paths.rm={rm_dir}", env=launch_env)
         assert max_difference(rm_zero2 / "final", rm_dir / "final") < 1e-3
     assert recorded_layout(rm_dir)["deepspeed_zero_stage"] == int(config[-1])
     evaluation = json.loads((rm_dir / "eval.json").read_text())
     assert evaluation["pairs"] > 0 and 0 <= evaluation["accuracy"] <= 1
-    # the tiny experiment's two restarts, each its own Trainer (and Accelerator) in the same processes
+    # two restarts, each its own Trainer (and Accelerator) in the same processes
     assert len(evaluation["restarts"]["accuracy"]) == 2 and (rm_dir / "restart-1" / "checkpoint-6").is_dir()
     # the normalisation shift made it into the saved weights (under ZeRO-3 the layer it moves is sharded)
     assert abs(rm_mean_score_on_its_normalisation_set(rm_dir, tiny_data_root)) < 1e-3

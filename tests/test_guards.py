@@ -59,8 +59,8 @@ def test_rm_stops_on_a_nan_reward(tiny_sft_dir, tmp_path, tiny_data_root):
     root = tiny_sft_dir.parent.parent
     result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",
                         f"paths.rm={tmp_path}/rm", "rm.max_steps=30", "rm.save_steps=10", "rm.eval_steps=1000",
-                        env={"ALIGN_TEST_INJECT_NAN": "output@15"})
-    # in the first of the tiny experiment's two restarts: nothing after it runs
+                        "rm.restarts=2", env={"ALIGN_TEST_INJECT_NAN": "output@15"})
+    # in the first of two restarts: nothing after it runs
     assert_stopped(result, "non-finite logits (nan) at step 15", tmp_path / "rm" / "restart-0", kept=10)
     assert not (tmp_path / "rm" / "restart-1").exists() and not (tmp_path / "rm" / "final").exists()
 

@@ -93,12 +93,9 @@ def train(cfg: Config) -> dict:
     datasets = {"train": Dataset.from_list(train_pairs), "eval": Dataset.from_list(eval_pairs)}
 
     def fit_restart(k: int) -> tuple:
-        if s.restarts == 1:
-            rm, trainer, result = fit_one(cfg, tokenizer, datasets, run_dir, cfg.seed, metrics_log)
-        else:
-            out_dir = run_dir / f"restart-{k}"
-            rm, trainer, result = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k,
-                                          MetricsLog(out_dir / "metrics.jsonl"))
+        out_dir = run_dir if s.restarts == 1 else run_dir / f"restart-{k}"
+        log = metrics_log if s.restarts == 1 else MetricsLog(out_dir / "metrics.jsonl")
+        rm, trainer, result = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k, log)
         datasets.update(train=trainer.train_dataset, eval=trainer.eval_dataset)
         return rm, trainer, result
 

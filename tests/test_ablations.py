@@ -28,7 +28,7 @@ ABLATIONS = {
     "ppo_epochs_1": ({"ppo.ppo_epochs": 1}, set()),
     "ppo_minibatches_8": ({"ppo.num_minibatches": 8}, set()),
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
-    "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final", "sft.epochs": 10,
+    "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final", "sft.epochs": 10, "rm.epochs": 3,
                          "eval.shots.base": [0, 1, 4], "eval.plain_text": ["base"],
                          "pipeline.stages": ["pretrain", "sft", "rm", "ppo", "eval"]}, {"sft", "rm"}),
     "two_turn": ({"data.dir": "${paths.data}/${data.name}_two_turn-seed${data.world.seed}",

@@ -6,8 +6,10 @@
 For every model: the gold judge's score (where the task has a judge), the reward model's score (normalised, so the SFT
 demonstrations score 0 on average), the KL to the reference model, response length and EOS rate; and its win rate
 against the reference on the same prompts, by the reward model and by the gold judge (a tie counts half); by
-category too where the prompts have one. A prompt with follow-ups (MT-bench's second turn) is answered turn by turn,
-each after the model's own earlier answers, and each later turn is a row of its own ("<model> turn 2").
+category too where the prompts have one. With a judge, each model's greedy answers are judged too (eval.greedy_gold):
+a gain in sampled gold can hide a loss in the answers a model is most sure of, and that gets a warning.
+A prompt with follow-ups (MT-bench's second turn) is answered turn by turn, each after the model's own earlier
+answers, and each later turn is a row of its own ("<model> turn 2").
 The KL is the one PPO pays for: on a model's own samples, the mean over prompts of
 sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)], logits divided by the sampling temperature.
 All models are read with one tokenizer: the chat tokenizer of this run (the reference's, or model.name_or_path's).
@@ -20,8 +22,9 @@ Writes  paths.eval/: eval.json (numbers), report.md (table and responses side by
 from __future__ import annotations
 
 import json
+from math import sqrt
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 import hydra
 from omegaconf import DictConfig
@@ -59,6 +62,24 @@ def unconfirmed_gains(summary: dict[str, dict], reference: str, margin: float = 
             warnings.append(f"{label} beats {reference} on {row['rm_win_rate']:.0%} of prompts by the training RM but "
                             f"on {row['audit_rm_win_rate']:.0%} by the audit RM: its gains may be the training RM's "
                             "errors (over-optimisation); compare the gold or human judgement before trusting them")
+    return warnings
+
+
+def greedy_losses(greedy_gold: dict[str, list[float]], sampled_gold: dict[str, float], reference: str) -> list[str]:
+    """Models that look no worse than the reference by their sampled answers' gold score, but whose greedy answers
+    meet the judge less often than the reference's beyond chance: the mean paired difference over prompts more than
+    two standard errors below zero. PPO against an imperfect RM can raise the sampled gold score while moving a
+    policy's most likely answer to where the RM is wrong; a model worse either way needs no warning to show it."""
+    warnings = []
+    for label, scores in greedy_gold.items():
+        if label == reference or sampled_gold[label] < sampled_gold[reference]:
+            continue
+        diffs = [a - b for a, b in zip(scores, greedy_gold[reference], strict=True)]
+        loss = -mean(diffs)
+        if loss > 0 and loss > 2 * (stdev(diffs) / sqrt(len(diffs)) if len(diffs) > 1 else 0.0):
+            warnings.append(f"{label}'s greedy answers score {mean(scores):.3f} by the gold judge, {reference}'s "
+                            f"{mean(greedy_gold[reference]):.3f} ({len(diffs)} prompts, more than two standard errors "
+                            "apart): whatever it gained in sampling, its most likely answers got worse")
     return warnings
 
 
@@ -166,7 +187,8 @@ def evaluate(cfg: Config) -> dict:
     # prompted as plain text, is scored as if its answer had been given to the bare question in the chat format: the
     # reward model reads it there, and it has no KL to the reference (another context). A later turn answers the
     # conversation so far, its own earlier answers in it.
-    completions, own_logprobs, indices = {}, {}, {}
+    completions, own_logprobs, indices, greedy = {}, {}, {}, {}
+    judge_greedy = e.greedy_gold and judge is not None and e.temperature > 0
     plain_stops = line_end_ids(tokenizer) if e.plain_text else []  # a decode of every token: once
     for label, name in tqdm(models.items(), desc="sampling", disable=not is_main_process()):
         lm = load_lm(name)
@@ -184,6 +206,9 @@ def evaluate(cfg: Config) -> dict:
             indices[row] = list(range(len(prompts)))
             if k == 0 and not plain:
                 completions[row] = sampled
+                if judge_greedy:
+                    greedy[row] = sample_ids(lm, tokenizer, prompt_ids, e.max_new_tokens, 0.0, e.batch_size, cfg.seed,
+                                             [tokenizer.eos_token_id])
             else:
                 completions[row] = [as_zero_shot_chat(tokenizer, p, c) for p, c in zip(prompts, sampled)]
         conversations = dict(enumerate(prompts))
@@ -223,10 +248,12 @@ def evaluate(cfg: Config) -> dict:
     # 4. the gold judge's score, where the task has one; a later turn is judged with the follow-ups asked so far
     judged = {row: [turn_prompt(prompts[i], followups[i], turn) for i in indices[row]]
               for row, (_, _, turn) in rows.items()}
-    gold = {}
+    gold, greedy_gold = {}, {}
     if judge is not None:
         gold = {row: [judge.score(p, c.text, c.ended) for p, c in zip(judged[row], completions[row])]
                 for row in rows}
+        greedy_gold = {row: [judge.score(p, c.text, c.ended) for p, c in zip(judged[row], greedy[row])]
+                       for row in greedy}
 
     # 5. summary: one row per model (per number of examples, per turn); win rates against the reference's same turn
     summary = {}
@@ -242,6 +269,8 @@ def evaluate(cfg: Config) -> dict:
             if judge.details is not None:  # which of the task's checks the model passes: a weak link shows by name
                 row["gold_checks"] = check_rates(judge, judged[label], texts, ended)
             row["gold_win_rate"] = win_rate(gold[label], gold[reference_row])
+        if label in greedy_gold:
+            row["greedy_gold_score"] = mean(greedy_gold[label])
         if rm_scores:
             row["rm_score"] = mean(rm_scores[label])
             row["rm_win_rate"] = win_rate(rm_scores[label], rm_scores[reference_row])
@@ -256,6 +285,8 @@ def evaluate(cfg: Config) -> dict:
                                                           "rm_score": rm_scores.get(label)})
         summary[label] = row
     warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
+    if e.reference in greedy_gold:
+        warnings += greedy_losses(greedy_gold, {row: mean(scores) for row, scores in gold.items()}, e.reference)
 
     # 6. write: numbers, every response, the report and the plot
     results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,
@@ -272,7 +303,9 @@ def evaluate(cfg: Config) -> dict:
                                       **({"gold": gold[label][n]} if gold else {}),
                                       **({"rm": rm_scores[label][n]} if rm_scores else {}),
                                       **({"audit_rm": audit_scores[label][n]} if audit_scores else {}),
-                                      **({"kl": kl[label][n]} if label in kl else {})}
+                                      **({"kl": kl[label][n]} if label in kl else {}),
+                                      **({"greedy": greedy[label][n].text, "greedy_gold": greedy_gold[label][n]}
+                                         if label in greedy_gold else {})}
                 f.write(json.dumps({**{key: record[key] for key in ("id", "category") if key in record},
                                     "prompt": prompt, **({"followups": followups[i]} if followups[i] else {}),
                                     "responses": answers}) + "\n")

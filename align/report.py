@@ -28,8 +28,8 @@ from align.runtime.runs import read_jsonl, update_rows
 
 POLICY = "ppo"  # the label of the trained policy in eval.json
 # (key in a run's row, column title, format): the evaluation's columns against the SFT model, and PPO's time
-ORDER = ("gold_score", "rm_score", "kl", "response_tokens", "eos_rate", "gold_win_rate", "rm_win_rate",
-         "audit_rm_win_rate")
+ORDER = ("gold_score", "greedy_gold_score", "rm_score", "kl", "response_tokens", "eos_rate", "gold_win_rate",
+         "rm_win_rate", "audit_rm_win_rate")
 COLUMNS = (*sorted(((key, title.format(reference="SFT"), fmt) for key, title, fmt in EVAL_COLUMNS),
                    key=lambda column: ORDER.index(column[0])),
            ("ppo_seconds", "PPO time (s)", "{:.1f}"))

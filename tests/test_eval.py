@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from align.eval import unconfirmed_gains, win_rate
+from align.eval import greedy_losses, unconfirmed_gains, win_rate
 from align.evaluation.sampling import Completion
 from align.evaluation.scoring import response_logprob_sums, reward_scores, rollout_layout
 from align.evaluation.tables import markdown_table, table_rows
@@ -98,6 +98,24 @@ def test_a_gain_the_audit_rm_does_not_confirm_is_a_warning():
     results = {"reference": "sft", "models": {"sft": {"rm_score": 0.0}}, "warnings": warnings}
     header, rows = table_rows(results)
     assert header == ["model", "RM score"]
+
+
+def test_a_greedy_loss_beyond_two_standard_errors_is_a_warning():
+    """Warn when a model no worse than the reference by its sampled gold answers worse greedily, by more than two
+    paired standard errors on the same prompts; a loss within noise, a gain, a model worse in sampling too and the
+    reference itself stay quiet."""
+    sft = [1.0] * 100
+    greedy = {"sft": sft,
+              "worse": [0.0] * 10 + [1.0] * 90,    # 0.10 lower, standard error 0.03
+              "noisy": [0.0] * 2 + [1.0] * 98,     # 0.02 lower, standard error 0.014: within two
+              "better": [1.0] * 100,
+              "base": [0.0] * 100}                 # far worse greedily, and in sampling too
+    sampled = {"sft": 0.6, "worse": 0.7, "noisy": 0.7, "better": 0.7, "base": 0.1}
+    warnings = greedy_losses(greedy, sampled, "sft")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("worse's greedy answers score 0.900 by the gold judge, sft's 1.000")
+    no_spread = greedy_losses({"sft": sft, "ppo": [0.9] * 100}, {"sft": 0.6, "ppo": 0.6}, "sft")  # any loss counts
+    assert len(no_spread) == 1
 
 
 def test_greedy_answers_in_a_left_padded_batch_are_each_prompts_own(tiny_data_root):

@@ -64,6 +64,10 @@ def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
     assert models["ppo"]["gold_win_rate"] > 0.5
     assert models["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)  # the reference against itself
     assert 0 < models["ppo"]["kl"] < models["base"]["kl"]
+    # every model's greedy answers are judged too, and PPO's are no worse than SFT's: no warning says so
+    results = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())
+    assert models["ppo"]["greedy_gold_score"] > models["base"]["greedy_gold_score"]
+    assert not [w for w in results["warnings"] if "greedy" in w]
 
 
 @pytest.mark.slow

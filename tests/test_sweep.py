@@ -51,10 +51,11 @@ def test_report_tables_hold_the_eval_numbers_and_the_plots_are_drawn(sweep):
         cells = [c.strip() for c in line.strip("|").split("|")]
         policy = json.loads((run / f"eval-{cells[0]}" / "eval.json").read_text())["models"]["ppo"]
         assert cells[1:3] == ["0", "tiny"]
-        assert cells[3:10] == [f"{policy['gold_score']:.3f}", f"{policy['rm_score']:+.3f}", f"{policy['kl']:.2f}",
+        assert cells[3:11] == [f"{policy['gold_score']:.3f}", f"{policy['greedy_gold_score']:.3f}",
+                               f"{policy['rm_score']:+.3f}", f"{policy['kl']:.2f}",
                                f"{policy['response_tokens']:.1f}", f"{policy['eos_rate']:.2f}",
                                f"{policy['gold_win_rate']:.3f}", f"{policy['rm_win_rate']:.3f}"]
-        assert float(cells[10]) > 0  # PPO time
+        assert float(cells[11]) > 0  # PPO time
         assert f"| {cells[0]} | 1 | {cells[3]} |" in per_variant  # one seed: the mean is the value, no spread
     for plot in ("frontier.png", "overoptimization.png"):
         height, width, _ = matplotlib.image.imread(out / plot).shape

@@ -233,6 +233,7 @@ class EvalConfig:
     reference: str  # the label KL and win rates are measured against
     reward_model: str | None  # scores every response; null: no RM columns
     audit_reward_model: str | None  # an RM trained on other pairs: does it confirm the training RM's gains? null: off
+    greedy_gold: bool  # with a judge and temperature > 0: also judge each model's greedy answers, and warn on a loss
     report_samples: int  # prompts shown with every model's response side by side in report.md
     shots: dict[str, list[int]]  # label -> numbers of solved examples shown before each prompt (a row each); else 0
     shot_examples: str | None  # SFT records the examples come from (never an evaluation prompt)

@@ -7,6 +7,7 @@ from pathlib import Path
 # (key in a summary row, column title, format); a column is shown only when some row has the key.
 COLUMNS = (
     ("gold_score", "gold score", "{:.3f}"),
+    ("greedy_gold_score", "gold score (greedy)", "{:.3f}"),
     ("rm_score", "RM score", "{:+.3f}"),
     ("kl", "KL to {reference}", "{:.2f}"),
     ("gold_win_rate", "win rate vs {reference} (gold)", "{:.3f}"),

@@ -126,6 +126,13 @@ def train(cfg: Config) -> dict:
     # pairs
     save_final(trainer, run_dir / "final")
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
+    if evaluation.get("checks_at_chance"):  # a weak link, by name, before PPO spends its time on it
+        by_check = evaluation["gold_agreement_by_check"]
+        weak = ", ".join(f"`{check}` ({by_check[check]['agreement']:.2f} of {by_check[check]['pairs']} pairs)"
+                         for check in evaluation["checks_at_chance"])
+        print0(f"warning: on the held-out pairs that differ in one check only, this RM agrees with the gold judge no "
+               f"more often than chance on {weak}: PPO cannot learn those checks from it. Another RM seed may learn "
+               "them (rm.restarts=2 keeps the better of two by held-out accuracy; docs/ablations.md)")
     if s.restarts > 1:
         evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
                                   "accuracy": [r["accuracy"] for r in restarts]}

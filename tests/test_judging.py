@@ -11,7 +11,7 @@ from helpers import tiny_config
 
 from align.core.errors import UserError
 from align.evaluation.judging import NO_JUDGE, Judge, check_judge, check_rates, load_judge
-from align.evaluation.rm_eval import agreement_by_check
+from align.evaluation.rm_eval import agreement_by_check, checks_at_chance
 from data_prep.tiny_world import judge as tiny_judge
 
 
@@ -54,6 +54,16 @@ def test_rm_agreement_by_check_uses_only_pairs_that_differ_in_that_check_alone()
     decided = torch.tensor([True, True, True, True, False])
     by_check = agreement_by_check(judge, [""] * 5, pairs, agrees, decided)
     assert by_check == {"a": {"agreement": 0.5, "pairs": 2}, "b": {"agreement": 1.0, "pairs": 1}}
+
+
+def test_a_check_the_rm_agrees_on_no_better_than_a_coin_is_named():
+    """Within two standard errors of 0.5 (below 0.5 + 1/sqrt(n)) is chance; fewer than 10 pairs say nothing."""
+    by_check = {"start": {"agreement": 0.53, "pairs": 116},   # words seed 0's blind RM: bound 0.593
+                "end": {"agreement": 0.97, "pairs": 131},
+                "A": {"agreement": 0.60, "pairs": 73},        # bound 0.617
+                "B": {"agreement": 0.62, "pairs": 73},        # just above it
+                "rare": {"agreement": 0.0, "pairs": 9}}
+    assert checks_at_chance(by_check) == ["start", "A"]
 
 
 def test_check_judge_tries_the_judge_on_the_first_held_out_prompt_and_names_the_keys_when_it_fails(

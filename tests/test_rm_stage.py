@@ -111,3 +111,20 @@ def test_small_rm_without_the_hub_fails_fast_with_a_clear_message(tmp_path):
                         f"rm.init_from={tmp_path}", timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hub is not reachable" in result.stderr and "data.sources." in result.stderr
+
+
+def test_checks_the_rm_is_blind_to_are_named_in_a_warning_and_in_eval_json(tiny_data_root, tmp_path, capsys):
+    """An RM that has barely trained agrees with the judge at chance: the stage says so by check, before PPO."""
+    import json
+
+    from helpers import rm_on_a_slice
+
+    from align import rm as rm_stage
+
+    cfg = rm_on_a_slice(tiny_data_root, tmp_path, "rm.max_steps=2", "rm.batch_size=8", "rm.restarts=1", train=32)
+    rm_stage.train(cfg)
+    evaluation = json.loads((tmp_path / "tiny" / "rm" / "eval.json").read_text())
+    blind = evaluation["checks_at_chance"]
+    assert blind and set(blind) <= set(evaluation["gold_agreement_by_check"])
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: on the held-out")]
+    assert len(warning) == 1 and all(f"`{check}` (" in warning[0] for check in blind), warning

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import sqrt
+
 import torch
 
 from align.core.contracts import judged_prompt
@@ -67,7 +69,16 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_
         out["gold_decided_pairs"] = int(decided.sum())
         if judge.details is not None:
             out["gold_agreement_by_check"] = agreement_by_check(judge, prompts, pairs, rm_agrees & decided, decided)
+            out["checks_at_chance"] = checks_at_chance(out["gold_agreement_by_check"])
     return out
+
+
+def checks_at_chance(by_check: dict[str, dict]) -> list[str]:
+    """The checks on whose one-check pairs the RM agrees with the judge no more often than a coin would, give or take
+    two standard errors (below 0.5 + 2 sqrt(0.25 / n) of n pairs): PPO cannot learn these checks from this RM.
+    Fewer than 10 pairs tell nothing either way."""
+    return [check for check, row in by_check.items()
+            if row["pairs"] >= 10 and row["agreement"] < 0.5 + 1 / sqrt(row["pairs"])]
 
 
 def agreement_by_check(judge: Judge, prompts: list[str], pairs: list[dict], agrees: torch.Tensor,

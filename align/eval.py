@@ -286,7 +286,8 @@ def evaluate(cfg: Config) -> dict:
         summary[label] = row
     warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
     if e.reference in greedy_gold:
-        warnings += greedy_losses(greedy_gold, {row: mean(scores) for row, scores in gold.items()}, e.reference)
+        warnings += greedy_losses(greedy_gold, {label: row["gold_score"] for label, row in summary.items()},
+                                  e.reference)
 
     # 6. write: numbers, every response, the report and the plot
     results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,

@@ -56,7 +56,8 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
 def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
     """The README's main job: the gold judge ranks base < SFT < PPO on the held-out prompts. The margins sit below
     every gap measured (docs/benchmarks.md), leaving room for other seeds and platforms."""
-    models = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())["models"]
+    results = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())
+    models = results["models"]
     base, sft, ppo = (models[label]["gold_score"] for label in ("base", "sft", "ppo"))
     print(f"gold on held-out prompts: base {base:.3f}, SFT {sft:.3f}, PPO {ppo:.3f}")
     assert sft > base + 0.3
@@ -65,7 +66,6 @@ def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
     assert models["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)  # the reference against itself
     assert 0 < models["ppo"]["kl"] < models["base"]["kl"]
     # every model's greedy answers are judged too, and PPO's are no worse than SFT's: no warning says so
-    results = json.loads((tiny_pipeline / "tiny" / "eval-baseline" / "eval.json").read_text())
     assert models["ppo"]["greedy_gold_score"] > models["base"]["greedy_gold_score"]
     assert not [w for w in results["warnings"] if "greedy" in w]
 

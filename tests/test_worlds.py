@@ -190,3 +190,19 @@ def test_a_wrong_digit_is_not_always_on_one_side_of_the_right_one():
     assert any(v > 4 for v in wrong["max"]) and any(v < 4 for v in wrong["max"])
     assert any(v < 1 for v in wrong["min"]) and any(v > 1 for v in wrong["min"])
     assert 0.35 < sum(v in (1, 3) for v in wrong["max"]) / 400 < 0.7  # the list's own digits: the likely mistake
+
+
+def test_a_missed_slot_often_holds_another_slots_value_and_a_missed_layout_can_repeat_an_item():
+    """Were every wrong value a random one, "a value from the prompt" would separate every slot pair, and PPO would
+    write one slot's value into every slot (it did, on template v2). A missed slot holds another slot's value half the
+    time; a missed layout repeats an item (`A sun A sun`) as well as swapping or adding a literal."""
+    rng = random.Random(0)
+    form = template.Form(("A", ",", "B"), (("A", "sun"), ("B", "moon")))
+    slot_b = [template.respond(form, rng, {"layout": True, "A": True, "B": False}).split()[4] for _ in range(400)]
+    assert "moon" not in slot_b
+    assert 0.35 < slot_b.count("sun") / 400 < 0.7  # A's value: the binding error
+    assert len(set(slot_b)) > 5  # and values from anywhere else
+    layouts = {template.respond(form, rng, {"layout": False, "A": True, "B": True}) for _ in range(400)}
+    assert {"A sun A sun , B moon", "A sun , , B moon", "A sun , B moon B moon", "A sun , B moon ,"} <= layouts
+    assert any(text.split()[2] not in (",", "A") for text in layouts)  # a literal swapped
+    assert all(template.results(form, text) == {"layout": False, "A": True, "B": True} for text in layouts)

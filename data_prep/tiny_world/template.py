@@ -9,6 +9,7 @@ value), so each check can be met or missed on its own.
 Version 1 asked for the values alone in the slots' places (`moon , sun .`): a 4-layer model then has to count which
 slot it is at, and never learned to (a slot was filled on a fifth to a third of the prompts). Writing the slot's name
 first turns that into a lookup of the name, which is what the words and digits tasks ask of the model too.
+Version 3 draws a missed slot's value from the other slots' values half the time (see `respond`).
 """
 
 from __future__ import annotations
@@ -88,22 +89,36 @@ def results(form: Form, response: str) -> dict[str, bool]:
 
 
 def respond(form: Form, rng: random.Random, meet: dict[str, bool]) -> str:
-    """The filled layout, with the checks marked False in `meet` missed: a slot followed by another value; the
-    layout with a literal swapped for another or one literal too many at the end."""
+    """The filled layout, with the checks marked False in `meet` missed.
+
+    A missed slot holds, half the time, the value bound to another slot of the prompt (the binding error a model
+    makes), else any other value: with random values alone a reward model can learn "a value from the prompt" instead
+    of "this slot's value", and PPO then writes one slot's value into every slot. A missed layout has a literal
+    swapped for another, one literal too many at the end, or one of its items (a literal, or a slot with its value)
+    written twice in a row.
+    """
     values = dict(form.values)
-    tokens = []
+    items = []
     for item in form.layout:
-        tokens.append(item)
-        if item in SLOTS:
-            tokens.append(values[item] if meet[item] else rng.choice([v for v in VALUES if v != values[item]]))
+        if item not in SLOTS:
+            items.append([item])
+            continue
+        others = [v for s, v in form.values if s != item]
+        anywhere = [v for v in VALUES if v != values[item]]
+        wrong = rng.choice(others if others and rng.random() < 0.5 else anywhere)
+        items.append([item, values[item] if meet[item] else wrong])
     if not meet["layout"]:
-        literals = [i for i, token in enumerate(tokens) if token in LITERALS]
-        if rng.random() < 0.5:
+        literals = [i for i, item in enumerate(items) if item[0] in LITERALS]
+        miss = rng.randrange(3)
+        if miss == 0:
             at = rng.choice(literals)
-            tokens[at] = rng.choice([lit for lit in LITERALS if lit != tokens[at]])
+            items[at] = [rng.choice([lit for lit in LITERALS if lit != items[at][0]])]
+        elif miss == 1:
+            items.append([rng.choice(LITERALS)])
         else:
-            tokens.append(rng.choice(LITERALS))
-    return " ".join(tokens)
+            at = rng.randrange(len(items))
+            items.insert(at, list(items[at]))
+    return " ".join(token for item in items for token in item)
 
 
 def degenerate(rng: random.Random) -> str:
@@ -115,7 +130,7 @@ def ptx_text(rng: random.Random) -> str:
     return random_text(rng, VOCABULARY, 3, 24)
 
 
-TASK = Task(name="template", version=2, kinds=KINDS, sample=sample, render=render, parse=parse,
+TASK = Task(name="template", version=3, kinds=KINDS, sample=sample, render=render, parse=parse,
             checks=Form.checks, respond=respond, degenerate=degenerate, results=results, ptx_text=ptx_text)
 gold_score = TASK.score  # data.judge=tiny_world.template
 gold_details = TASK.details

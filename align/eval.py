@@ -138,12 +138,12 @@ def evaluate(cfg: Config) -> dict:
     models = {label: name for label, name in e.models.items() if name is not None}
     if e.reference not in models:
         raise UserError(f"eval.reference={e.reference!r} is not one of eval.models ({', '.join(models)})")
-    for label, name in [*models.items(), ("reward model", e.reward_model), ("audit reward model",
-                                                                             e.audit_reward_model)]:
+    for what, key, name in [*((f"the {label} model", f"eval.models.{label}", name) for label, name in models.items()),
+                            ("the reward model", "eval.reward_model", e.reward_model),
+                            ("the audit reward model", "eval.audit_reward_model", e.audit_reward_model)]:
         if name is not None:
-            require_stage_output(name, cfg.paths.root, f"the {label} model; run its stage with the same overrides "
-                                 f"first, or set eval.models.{label} (eval.reward_model, eval.audit_reward_model) to "
-                                 "another directory or null")
+            require_stage_output(name, cfg.paths.root, f"{what}; run its stage with the same overrides first, or set "
+                                 f"{key} to another directory or null")
     for key, labels in (("eval.shots", e.shots), ("eval.plain_text", e.plain_text)):
         if unknown := [label for label in labels if label not in e.models]:
             raise UserError(f"{key} names {unknown}, which are not among eval.models ({', '.join(models)})")

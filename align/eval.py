@@ -132,7 +132,7 @@ def evaluate(cfg: Config) -> dict:
     from align.evaluation.sampling import line_end_ids, sample_ids
     from align.evaluation.scoring import response_logprob_sums, reward_scores
     from align.evaluation.tables import print_table, write_plot, write_report
-    from align.modeling.models import load_causal_lm, load_reward_model, load_tokenizer
+    from align.modeling.models import load_causal_lm, load_reward_scorer, load_tokenizer
 
     e = cfg.eval
     models = {label: name for label, name in e.models.items() if name is not None}
@@ -240,7 +240,7 @@ def evaluate(cfg: Config) -> dict:
     rm_scores, audit_scores = {}, {}
     for scores, path in ((rm_scores, e.reward_model), (audit_scores, e.audit_reward_model)):
         if path is not None:
-            rm = load_reward_model(cfg.model, tokenizer, path, cfg.seed)
+            rm = load_reward_scorer(cfg.model, tokenizer, path, cfg.seed)
             scores.update({row: reward_scores(rm, completions[row], pad_id, e.batch_size).tolist()
                            for row in rows})
             del rm

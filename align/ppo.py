@@ -58,7 +58,13 @@ def train(cfg: Config) -> dict:
 
     from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
     from align.modeling.forward import left_pad
-    from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+    from align.modeling.models import (
+        disable_dropout,
+        load_causal_lm,
+        load_reward_model,
+        load_reward_scorer,
+        load_tokenizer,
+    )
     from align.rlhf import alarms, ppo_checkpoint, ppo_step
     from align.rlhf import losses as L
     from align.rlhf.policy_value import PolicyAndValue, adapter_disabled, add_lora, unwrapped_for_generation
@@ -115,7 +121,11 @@ def train(cfg: Config) -> dict:
     judge = task_judge if ppo.reward == "judge" else None
     if ppo.reward == "judge" and judge is None:
         raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")
-    reward_model = load_reward_model(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
+    reward_model = load_reward_scorer(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
+    if ppo.reward == "rm" and getattr(reward_model, "beta", 0.0) > ppo.kl_coef:
+        # below beta the objective's maximum leaves the data, where the log-ratio grows without bound
+        raise UserError(f"{ppo.reward_model} is an implicit reward model with beta {reward_model.beta}: PPO against it "
+                        f"needs ppo.kl_coef >= {reward_model.beta} (it is {ppo.kl_coef}; docs/stages.md)")
     if ppo.lora.enabled:
         policy, value = add_lora(policy, value, ppo.lora.r, ppo.lora.alpha, ppo.lora.target_modules)
     for frozen in (reference, reward_model):

@@ -120,19 +120,25 @@ def train(cfg: Config) -> dict:
 
     # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
     offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
-    shift_scores(rm, offset)
+    if s.kind == "implicit":
+        rm.offset += offset
+    else:
+        shift_scores(rm, offset)
 
     # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
     # pairs
     save_final(trainer, run_dir / "final")
+    if s.kind == "implicit" and is_main_process():  # the LM is saved; the scorer also needs its beta and reference
+        rm.save(run_dir / "final", s.init_from)
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
     if evaluation.get("checks_at_chance"):  # a weak link, by name, before PPO spends its time on it
         by_check = evaluation["gold_agreement_by_check"]
         weak = ", ".join(f"`{check}` ({by_check[check]['agreement']:.2f} of {by_check[check]['pairs']} pairs)"
                          for check in evaluation["checks_at_chance"])
         print0(f"warning: on the held-out pairs that differ in one check only, this RM agrees with the gold judge no "
-               f"more often than chance on {weak}: PPO cannot learn those checks from it. Another RM seed may learn "
-               "them (rm.restarts=2 keeps the better of two by held-out accuracy; docs/ablations.md)")
+               f"more often than chance on {weak}: PPO cannot learn those checks from it. The implicit reward model "
+               "reads copies a classifier misses (+ablation=implicit_rm); another RM seed may learn them "
+               "(rm.restarts=2 keeps the better of two by held-out accuracy; docs/ablations.md)")
     if s.restarts > 1:
         evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
                                   "accuracy": [r["accuracy"] for r in restarts]}
@@ -163,6 +169,8 @@ def fit_one(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, me
 
     s = cfg.rm
     forget_accelerator()  # the restart before this one built its own
+    if s.kind == "implicit":
+        return fit_implicit(cfg, tokenizer, datasets, out_dir, seed, metrics_log)
     # a one-label classifier on the SFT trunk, new head, dropout off
     rm = load_reward_model(cfg.model, tokenizer, s.init_from, seed)
     # Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
@@ -183,6 +191,48 @@ def fit_one(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, me
     )
     last = last_checkpoint(out_dir, s.resume)
     train_loss = train_from(trainer, last, s.max_steps)
+    return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
+                         "train_pairs": len(trainer.train_dataset)}
+
+
+def fit_implicit(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog) -> tuple:
+    """fit_one for rm.kind=implicit: the SFT model trained with DPO's loss (TRL's DPOTrainer, beta = rm.beta) against
+    a frozen copy of itself; the scorer is the two together (align.modeling.implicit_reward)."""
+    from trl import DPOConfig, DPOTrainer
+
+    from align.modeling.implicit_reward import ImplicitRewardModel
+    from align.modeling.models import disable_dropout, load_causal_lm
+    from align.trainers.stage_setup import (
+        last_checkpoint,
+        settings_arguments,
+        stage_callbacks,
+        train_from,
+        trainer_arguments,
+    )
+
+    s = cfg.rm
+    if not Path(s.init_from).is_dir():
+        raise UserError(f"rm.kind=implicit scores against the model it starts from, so rm.init_from must be a local "
+                        f"directory (an SFT model's final/): {s.init_from!r} is not")
+    policy, reference = (load_causal_lm(cfg.model, tokenizer, s.init_from, seed) for _ in range(2))
+    for lm in (policy, reference):
+        disable_dropout(lm)
+    reference.requires_grad_(False)
+    reference.eval()
+    args = DPOConfig(**trainer_arguments(
+        dataclasses.replace(cfg, seed=seed), out_dir,
+        **settings_arguments(s),
+        max_length=s.max_length,
+        beta=s.beta,
+        disable_dropout=True,
+    ))
+    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=datasets["train"],
+                         eval_dataset=datasets["eval"], processing_class=tokenizer,
+                         callbacks=stage_callbacks(metrics_log, "rm", s))
+    last = last_checkpoint(out_dir, s.resume)
+    train_loss = train_from(trainer, last, s.max_steps)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    rm = ImplicitRewardModel(trained, reference, s.beta, 0.0, tokenizer)
     return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
                          "train_pairs": len(trainer.train_dataset)}
 

@@ -37,6 +37,8 @@ ABLATIONS = {
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
     "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
     "oracle": ({"ppo.reward": "judge"}, set()),
+    "implicit_rm": ({"rm.kind": "implicit", "rm.beta": 0.3, "rm.epochs": 2, "rm.lr": 3.0e-4,
+                     "rm.lr_scheduler": "linear", "rm.batch_size": 32, "ppo.kl_coef": 0.3}, {"rm", "rm_audit"}),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
 TINY_WORLD_ONLY = {"two_turn"}  # options of the tiny world's builder: refused where the data has no world

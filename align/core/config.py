@@ -155,6 +155,9 @@ class PretrainSettings(TrainerSettings):
 
 @dataclass
 class RMSettings(TrainerSettings):
+    kind: str  # "classifier" (a scalar head read at the EOS, Bradley-Terry) or "implicit" (DPO's loss: beta x the
+    # reply's log-ratio to the SFT model; align.modeling.implicit_reward)
+    beta: float  # the implicit reward's beta; PPO against it needs ppo.kl_coef >= beta
     center_rewards_coefficient: float | None  # c * mean((r_chosen + r_rejected)^2) added to the loss; None: off
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all
@@ -334,7 +337,7 @@ def load(cfg: DictConfig) -> Config:
 POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretrain.eval_batch_size",
             "pretrain.max_length",
             "sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
-            "rm.lr", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length", "rm.restarts",
+            "rm.lr", "rm.beta", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length", "rm.restarts",
             "ppo.total_episodes", "ppo.batch_size", "ppo.num_minibatches", "ppo.ppo_epochs", "ppo.lr", "ppo.adam_eps",
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
@@ -350,6 +353,7 @@ FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "pp
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),
            "ppo.reward": ("rm", "judge"), "ppo.lr_schedule": ("linear", "constant"), "ppo.kl_estimator": ("k1", "k3"),
+           "rm.kind": ("classifier", "implicit"),
            "ppo.missing_eos_mode": ("replace", "subtract", "none"),
            "sft.packing_strategy": ("bfd", "bfd_split", "wrapped")}
 

@@ -35,7 +35,7 @@ from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids, never_sampled
 from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
-from align.modeling.models import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+from align.modeling.models import disable_dropout, load_causal_lm, load_reward_scorer, load_tokenizer
 from align.runtime.distributed import main_process_first
 from align.runtime.runs import MetricsLog, finish_run, require_stage_output, start_run, update_rows
 from align.trainers.callbacks import reliability_callbacks
@@ -142,9 +142,8 @@ def alternative_arguments(cfg: Config, run_dir: Path, steps: int) -> dict:
 def online_trainer(cfg: Config, args: dict, policy, reference, tokenizer, prompts: list[dict], callbacks: list):
     """TRL's RLOOTrainer or GRPOTrainer on the prompts, rewarded by our reward model."""
     s = cfg.ppo
-    reward_model = load_reward_model(cfg.model, load_tokenizer(cfg.model, path=s.reward_model), s.reward_model,
-                                     cfg.seed)
-    reward_model.requires_grad_(False)
+    reward_model = load_reward_scorer(cfg.model, load_tokenizer(cfg.model, path=s.reward_model), s.reward_model,
+                                      cfg.seed)
     reward = RewardModelReward(reward_model, tokenizer, s.missing_eos_mode, s.missing_eos_penalty, s.batch_size,
                                policy=policy, reference=reference, temperature=s.temperature)
     config_class, trainer_class = (RLOOConfig, RLOOTrainer) if s.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)

@@ -1,0 +1,77 @@
+"""The implicit reward model: a causal LM trained with DPO's loss on the preference pairs, whose score of a reply is
+beta x the sum over the reply's tokens of log pi(token) - log pi_ref(token), pi_ref the SFT model it started from
+(Rafailov et al. 2023, section 5: the language model is secretly a reward model).
+
+Why it exists beside the classifier: a sequence classifier reads one vector at the EOS, and on the tiny worlds it
+stays blind to copy checks (a slot's bound value, the first word asked for) that the log-ratio reads through the LM
+head at every reply token (docs/ablations.md). Its score is unbounded off the data: PPO against it needs a KL
+coefficient of at least beta, where the best policy is a geometric mix of SFT and the DPO model.
+
+On disk: the trained causal LM (a plain Hugging Face directory) and `implicit_reward.json` (beta, the reference's
+path, the normalisation offset). `forward` takes what a sequence classifier takes and returns the score as
+`.logits[:, 0]`, so every reader of a reward model (PPO, RLOO/GRPO, the RM's and the evaluation's scoring) reads it
+unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+from align.core.tokens import IM_START, chat_ids
+
+CONFIG_FILE = "implicit_reward.json"
+
+
+def is_implicit(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def reply_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_start_id: int, header: int) -> torch.Tensor:
+    """(B, L) True at the tokens of each row's last turn after its `<|im_start|>assistant\\n` header (`header`
+    tokens from the `<|im_start|>`), the EOS included and padding not."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    last_start = torch.where(input_ids == im_start_id, positions, -1).max(dim=1).values
+    return (positions[None, :] >= (last_start + header)[:, None]) & (last_start >= 0)[:, None] & attention_mask.bool()
+
+
+def token_logprobs(lm: nn.Module, input_ids, attention_mask, position_ids) -> torch.Tensor:
+    """(B, L - 1) log-probability of tokens 1..L-1 under `lm`, each given the tokens before it."""
+    logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits[:, :-1]
+    return torch.log_softmax(logits.float(), dim=-1).gather(2, input_ids[:, 1:, None])[..., 0]
+
+
+class ImplicitRewardModel(nn.Module):
+    """beta x sum over the reply of log pi - log pi_ref, minus the normalisation offset; `policy` and `reference`
+    causal LMs with one tokenizer."""
+
+    def __init__(self, policy: nn.Module, reference: nn.Module, beta: float, offset: float, tokenizer):
+        super().__init__()
+        self.policy, self.reference = policy, reference
+        self.config = policy.config  # what TRL's DeepSpeed preparation reads of a model (its hidden size)
+        self.beta, self.offset = beta, offset
+        self.im_start_id = tokenizer.convert_tokens_to_ids(IM_START)
+        prompt = chat_ids(tokenizer, [{"role": "user", "content": "x"}], generation_prompt=True)
+        self.header = len(prompt) - max(i for i, t in enumerate(prompt) if t == self.im_start_id)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = reply_mask(input_ids, attention_mask, self.im_start_id, self.header)[:, 1:]
+        ratio = (token_logprobs(self.policy, input_ids, attention_mask, position_ids)
+                 - token_logprobs(self.reference, input_ids, attention_mask, position_ids))
+        score = self.beta * (ratio * mask).sum(dim=1) - self.offset
+        return SequenceClassifierOutputWithPast(logits=score[:, None])
+
+    def save(self, directory: Path, reference_path: str) -> None:
+        """The policy's weights (the Trainer saves them) are in `directory`; this adds what scoring needs besides."""
+        config = {"beta": self.beta, "reference": str(Path(reference_path).resolve()), "offset": self.offset}
+        (Path(directory) / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> dict:
+    return json.loads((Path(path) / CONFIG_FILE).read_text())

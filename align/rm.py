@@ -155,60 +155,46 @@ def train(cfg: Config) -> dict:
 
 def fit_one(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog) -> tuple:
     """One RM trained with `seed` in `out_dir` (continuing from its last checkpoint there) on datasets["train"],
-    evaluated on datasets["eval"]: the model, its trainer, and what the run's metrics report of it."""
-    from trl import RewardConfig, RewardTrainer
+    evaluated on datasets["eval"]: the model as its readers score with it, its trainer, and what the run's metrics
+    report of it."""
+    from align.trainers.stage_setup import last_checkpoint, train_from
 
-    from align.modeling.models import load_reward_model
-    from align.trainers.stage_setup import (
-        last_checkpoint,
-        settings_arguments,
-        stage_callbacks,
-        train_from,
-        trainer_arguments,
-    )
-
-    s = cfg.rm
     forget_accelerator()  # the restart before this one built its own
-    if s.kind == "implicit":
-        return fit_implicit(cfg, tokenizer, datasets, out_dir, seed, metrics_log)
-    # a one-label classifier on the SFT trunk, new head, dropout off
-    rm = load_reward_model(cfg.model, tokenizer, s.init_from, seed)
-    # Bradley-Terry (with the pair's margin if the data has one); pairs over max_length are dropped
-    args = RewardConfig(**trainer_arguments(
-        dataclasses.replace(cfg, seed=seed), out_dir,
-        **settings_arguments(s),
-        max_length=s.max_length,
-        center_rewards_coefficient=s.center_rewards_coefficient,
-        disable_dropout=True,
-    ))
-    trainer = RewardTrainer(
-        model=rm,
-        args=args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets["eval"],
-        processing_class=tokenizer,
-        callbacks=stage_callbacks(metrics_log, "rm", s),
-    )
+    s = cfg.rm
+    build = implicit_trainer if s.kind == "implicit" else classifier_trainer
+    trainer, rm = build(cfg, tokenizer, datasets, out_dir, seed, metrics_log)
     last = last_checkpoint(out_dir, s.resume)
     train_loss = train_from(trainer, last, s.max_steps)
     return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
                          "train_pairs": len(trainer.train_dataset)}
 
 
-def fit_implicit(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog) -> tuple:
-    """fit_one for rm.kind=implicit: the SFT model trained with DPO's loss (TRL's DPOTrainer, beta = rm.beta) against
-    a frozen copy of itself; the scorer is the two together (align.modeling.implicit_reward)."""
+def classifier_trainer(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog):
+    """TRL's RewardTrainer on a one-label classifier from the SFT trunk (new head, dropout off): Bradley-Terry, with
+    the pair's margin if the data has one; pairs over max_length are dropped. (trainer, the classifier)."""
+    from trl import RewardConfig, RewardTrainer
+
+    from align.modeling.models import load_reward_model
+    from align.trainers import stage_setup
+
+    s = cfg.rm
+    rm = load_reward_model(cfg.model, tokenizer, s.init_from, seed)
+    args = RewardConfig(**stage_setup.trainer_arguments(
+        dataclasses.replace(cfg, seed=seed), out_dir, **stage_setup.settings_arguments(s), max_length=s.max_length,
+        center_rewards_coefficient=s.center_rewards_coefficient, disable_dropout=True))
+    trainer = RewardTrainer(model=rm, args=args, train_dataset=datasets["train"], eval_dataset=datasets["eval"],
+                            processing_class=tokenizer, callbacks=stage_setup.stage_callbacks(metrics_log, "rm", s))
+    return trainer, rm
+
+
+def implicit_trainer(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog):
+    """rm.kind=implicit: TRL's DPOTrainer (beta = rm.beta) on the SFT model against a frozen copy of itself.
+    (trainer, the two as one scorer: align.modeling.implicit_reward); the policy trains in place."""
     from trl import DPOConfig, DPOTrainer
 
     from align.modeling.implicit_reward import ImplicitRewardModel
     from align.modeling.models import disable_dropout, load_causal_lm
-    from align.trainers.stage_setup import (
-        last_checkpoint,
-        settings_arguments,
-        stage_callbacks,
-        train_from,
-        trainer_arguments,
-    )
+    from align.trainers import stage_setup
 
     s = cfg.rm
     if not Path(s.init_from).is_dir():
@@ -219,22 +205,13 @@ def fit_implicit(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: in
         disable_dropout(lm)
     reference.requires_grad_(False)
     reference.eval()
-    args = DPOConfig(**trainer_arguments(
-        dataclasses.replace(cfg, seed=seed), out_dir,
-        **settings_arguments(s),
-        max_length=s.max_length,
-        beta=s.beta,
-        disable_dropout=True,
-    ))
+    args = DPOConfig(**stage_setup.trainer_arguments(
+        dataclasses.replace(cfg, seed=seed), out_dir, **stage_setup.settings_arguments(s), max_length=s.max_length,
+        beta=s.beta, disable_dropout=True))
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=datasets["train"],
                          eval_dataset=datasets["eval"], processing_class=tokenizer,
-                         callbacks=stage_callbacks(metrics_log, "rm", s))
-    last = last_checkpoint(out_dir, s.resume)
-    train_loss = train_from(trainer, last, s.max_steps)
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    rm = ImplicitRewardModel(trained, reference, s.beta, 0.0, tokenizer)
-    return rm, trainer, {"seed": seed, "train_loss": train_loss, "resumed_from": last,
-                         "train_pairs": len(trainer.train_dataset)}
+                         callbacks=stage_setup.stage_callbacks(metrics_log, "rm", s))
+    return trainer, ImplicitRewardModel(policy, reference, s.beta, 0.0, tokenizer)
 
 
 def with_empty_rejected(pairs: list[dict], share: float, seed: int) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import SHARED_DATA, run_module, tiny_config
@@ -130,30 +131,32 @@ def test_checks_the_rm_is_blind_to_are_named_in_a_warning_and_in_eval_json(tiny_
     assert len(warning) == 1 and all(f"`{check}` (" in warning[0] for check in blind), warning
 
 
-def test_an_implicit_rm_trains_scores_normalised_and_ppo_refuses_it_below_its_beta(tmp_path, tiny_data_root, rm_run):
+def test_an_implicit_rm_trains_scores_normalised_and_ppo_refuses_it_below_its_beta(tmp_path, tiny_data_root):
     """rm.kind=implicit: DPO's loss from the SFT model, saved with its reference, scoring the demonstrations at mean
     0; PPO against it refuses a KL coefficient below beta (before any update) and runs at beta."""
+    from helpers import rm_on_a_slice
+
+    from align import rm as rm_stage
     from align.modeling.models import load_reward_scorer, load_tokenizer
     from align.modeling.reward_model import score
 
-    sft = rm_run.parent / "sft" / "final"
-    common = ["+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}", f"paths.sft={sft.parent}"]
-    result = run_module("align.rm", *common, "+ablation=implicit_rm", "rm.max_steps=20", "rm.eval_steps=10",
-                        timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rm_dir = tmp_path / "tiny" / "rm"
+    cfg = rm_on_a_slice(tiny_data_root, tmp_path, "rm.kind=implicit", "rm.beta=0.3", "rm.max_steps=10",
+                        "rm.batch_size=8", "rm.lr=3e-4", train=64)
+    rm_stage.train(cfg)
+    rm_dir = Path(cfg.paths.rm)
     evaluation = json.loads((rm_dir / "eval.json").read_text())
     assert 0 <= evaluation["gold_agreement"] <= 1 and evaluation["pairs"] > 0
-    config = tiny_config(f"paths.data={tiny_data_root}")
-    tokenizer = load_tokenizer(config.model, path=str(rm_dir / "final"))
-    scorer = load_reward_scorer(config.model, tokenizer, str(rm_dir / "final"), seed=0)
-    demonstrations = [json.loads(line)["messages"] for line in open(config.data.sft_eval)]
-    demonstrations = demonstrations[: config.rm.normalize_samples]
+    assert json.loads((rm_dir / "final" / "implicit_reward.json").read_text())["reference"] == str(tmp_path / "sft")
+    tokenizer = load_tokenizer(cfg.model, path=str(rm_dir / "final"))
+    scorer = load_reward_scorer(cfg.model, tokenizer, str(rm_dir / "final"), seed=0)
+    demonstrations = [json.loads(line)["messages"] for line in open(cfg.data.sft_eval)][: cfg.rm.normalize_samples]
     assert abs(score(scorer, tokenizer, demonstrations).mean().item()) < 1e-3  # the reference set scores a mean of 0
 
-    ppo = ["align.ppo", *common, f"paths.rm={rm_dir}", "ppo.total_episodes=32", "ppo.gold_eval_every=0"]
+    ppo = ["align.ppo", "+experiment=tiny", f"paths.root={tmp_path}", f"paths.data={tiny_data_root}",
+           f"paths.rm={rm_dir}", f"ppo.policy_init={tmp_path / 'sft'}", "ppo.total_episodes=32",
+           "ppo.gold_eval_every=0"]
     refused = run_module(*ppo, "ppo.kl_coef=0.1", timeout=300)
     assert refused.returncode == 2 and "ppo.kl_coef >= 0.3" in refused.stderr and "Traceback" not in refused.stderr
-    ran = run_module(*ppo, "ppo.kl_coef=0.3", "variant=at_beta", timeout=600)
+    ran = run_module(*ppo, "ppo.kl_coef=0.3", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert (tmp_path / "tiny" / "ppo-at_beta" / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "tiny" / "ppo-baseline" / "final" / "model.safetensors").is_file()

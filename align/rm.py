@@ -120,10 +120,7 @@ def train(cfg: Config) -> dict:
 
     # 5. normalise: the reference demonstrations score a mean of 0 in the saved model
     offset = score(rm, tokenizer, [r["messages"] for r in reference], s.eval_batch_size).mean().item()
-    if s.kind == "implicit":
-        rm.offset += offset
-    else:
-        shift_scores(rm, offset)
+    shift_scores(rm, offset)
 
     # 6. save the plain Hugging Face directory first (nothing after training can lose it), then evaluate on held-out
     # pairs
@@ -193,7 +190,7 @@ def implicit_trainer(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed
     from trl import DPOConfig, DPOTrainer
 
     from align.modeling.implicit_reward import ImplicitRewardModel
-    from align.modeling.models import disable_dropout, load_causal_lm
+    from align.modeling.models import load_causal_lm
     from align.trainers import stage_setup
 
     s = cfg.rm
@@ -201,13 +198,11 @@ def implicit_trainer(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed
         raise UserError(f"rm.kind=implicit scores against the model it starts from, so rm.init_from must be a local "
                         f"directory (an SFT model's final/): {s.init_from!r} is not")
     policy, reference = (load_causal_lm(cfg.model, tokenizer, s.init_from, seed) for _ in range(2))
-    for lm in (policy, reference):
-        disable_dropout(lm)
     reference.requires_grad_(False)
     reference.eval()
     args = DPOConfig(**stage_setup.trainer_arguments(
         dataclasses.replace(cfg, seed=seed), out_dir, **stage_setup.settings_arguments(s), max_length=s.max_length,
-        beta=s.beta, disable_dropout=True))
+        beta=s.beta, disable_dropout=True))  # in both models
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=datasets["train"],
                          eval_dataset=datasets["eval"], processing_class=tokenizer,
                          callbacks=stage_setup.stage_callbacks(metrics_log, "rm", s))

@@ -23,6 +23,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 from align.core.tokens import IM_START, chat_ids
+from align.modeling.forward import lm_logits, response_logprobs
 
 CONFIG_FILE = "implicit_reward.json"
 
@@ -39,12 +40,6 @@ def reply_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_start_i
     return (positions[None, :] >= (last_start + header)[:, None]) & (last_start >= 0)[:, None] & attention_mask.bool()
 
 
-def token_logprobs(lm: nn.Module, input_ids, attention_mask, position_ids) -> torch.Tensor:
-    """(B, L - 1) log-probability of tokens 1..L-1 under `lm`, each given the tokens before it."""
-    logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits[:, :-1]
-    return torch.log_softmax(logits.float(), dim=-1).gather(2, input_ids[:, 1:, None])[..., 0]
-
-
 class ImplicitRewardModel(nn.Module):
     """beta x sum over the reply of log pi - log pi_ref, minus the normalisation offset; `policy` and `reference`
     causal LMs with one tokenizer."""
@@ -54,17 +49,21 @@ class ImplicitRewardModel(nn.Module):
         self.policy, self.reference = policy, reference
         self.config = policy.config  # what TRL's DeepSpeed preparation reads of a model (its hidden size)
         self.beta, self.offset = beta, offset
+        self.pad_id = tokenizer.pad_token_id
         self.im_start_id = tokenizer.convert_tokens_to_ids(IM_START)
         prompt = chat_ids(tokenizer, [{"role": "user", "content": "x"}], generation_prompt=True)
         self.header = len(prompt) - max(i for i, t in enumerate(prompt) if t == self.im_start_id)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = reply_mask(input_ids, attention_mask, self.im_start_id, self.header)[:, 1:]
-        ratio = (token_logprobs(self.policy, input_ids, attention_mask, position_ids)
-                 - token_logprobs(self.reference, input_ids, attention_mask, position_ids))
-        score = self.beta * (ratio * mask).sum(dim=1) - self.offset
+        """Attention and positions come from the pad tokens, as in every read of a model here (lm_logits); the LM
+        head runs only from the first column where a reply starts."""
+        mask = reply_mask(input_ids, input_ids != self.pad_id, self.im_start_id, self.header)
+        columns = mask.any(dim=0).nonzero()
+        start = int(columns[0]) if len(columns) else input_ids.shape[1] - 1
+        targets = input_ids[:, start:]
+        ratio = (response_logprobs(lm_logits(self.policy, input_ids, self.pad_id, start), targets, 1.0)
+                 - response_logprobs(lm_logits(self.reference, input_ids, self.pad_id, start), targets, 1.0))
+        score = self.beta * (ratio * mask[:, start:]).sum(dim=1) - self.offset
         return SequenceClassifierOutputWithPast(logits=score[:, None])
 
     def save(self, directory: Path, reference_path: str) -> None:

@@ -156,8 +156,8 @@ def disable_dropout(model) -> None:
 
 
 def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int):
-    """The reward model at `path` as its readers score with it, frozen and in eval mode: a sequence classifier, or
-    an implicit reward model (align.modeling.implicit_reward: the DPO-trained LM and its reference)."""
+    """The reward model at `path` as its readers score with it, frozen and in eval mode (dropout off): a sequence
+    classifier, or an implicit reward model (align.modeling.implicit_reward: the DPO-trained LM and its reference)."""
     from align.modeling.implicit_reward import ImplicitRewardModel, is_implicit, read_config
 
     if not is_implicit(path):
@@ -168,8 +168,6 @@ def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int):
             raise UserError(f"{path} is an implicit reward model whose reference, {config['reference']}, is gone: "
                             "it scores against that SFT model; put it back there, or train the reward model again")
         policy, reference = (load_causal_lm(model, tokenizer, p, seed) for p in (path, config["reference"]))
-        for lm in (policy, reference):
-            disable_dropout(lm)
         scorer = ImplicitRewardModel(policy, reference, config["beta"], config["offset"], tokenizer)
     scorer.requires_grad_(False)
     return scorer.eval()

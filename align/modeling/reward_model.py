@@ -17,6 +17,7 @@ import torch
 
 from align.core.tokens import chat_ids
 from align.modeling.forward import position_ids
+from align.modeling.implicit_reward import ImplicitRewardModel
 from align.runtime.distributed import gathered
 
 
@@ -41,7 +42,11 @@ def score(rm, tokenizer, conversations: list[list[dict]], batch_size: int = 32):
 
 
 def shift_scores(rm, offset: float) -> None:
-    """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring)."""
+    """Make every score `offset` lower, exactly, by moving the final layer norm's bias (see the module docstring); an
+    implicit reward model keeps its offset beside the weights (implicit_reward.json)."""
+    if isinstance(rm, ImplicitRewardModel):
+        rm.offset += offset
+        return
     bias = rm.transformer.ln_f.bias
     with gathered([bias, rm.score.weight]), torch.no_grad():
         w = rm.score.weight[0]

@@ -21,6 +21,7 @@ from align.core.config import ModelConfig, ScratchArchitecture
 from align.core.errors import UserError
 from align.core.hub import load_local_or_hub
 from align.core.tokens import add_chat_tokens
+from align.runtime.distributed import gathered
 
 
 def load_tokenizer(model: ModelConfig, path: str | None = None):
@@ -140,9 +141,13 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
         new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
         if rm.get_input_embeddings().num_embeddings < len(tokenizer):
             rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    if new_head:
+    if new_head:  # drawn from its own generator and written whole: under ZeRO-3 the loader has partitioned the
+        # head and used the global RNG in its own way, and the head must still be the one a single process draws
         d = rm.config.hidden_size
-        torch.nn.init.normal_(rm.score.weight, std=1 / (d + 1) ** 0.5)
+        head = rm.score.weight
+        with gathered([head]), torch.no_grad():
+            drawn = torch.randn(head.shape, generator=torch.Generator().manual_seed(seed)) / (d + 1) ** 0.5
+            head.copy_(drawn.to(head.device, head.dtype))
     set_chat_token_ids(rm, tokenizer)
     use_fused_gelu(rm)
     disable_dropout(rm)

@@ -134,8 +134,9 @@ def train(cfg: Config) -> dict:
                          for check in evaluation["checks_at_chance"])
         print0(f"warning: on the held-out pairs that differ in one check only, this RM agrees with the gold judge no "
                f"more often than chance on {weak}: PPO cannot learn those checks from it. The implicit reward model "
-               "reads copies a classifier misses (+ablation=implicit_rm); another RM seed may learn them "
-               "(rm.restarts=2 keeps the better of two by held-out accuracy; docs/ablations.md)")
+               "(rm.kind=implicit, the tiny experiment's; PPO against it at ppo.kl_coef >= rm.beta) reads copies a "
+               "classifier misses; another RM seed may learn them (rm.restarts=2 keeps the better of two by held-out "
+               "accuracy; docs/ablations.md)")
     if s.restarts > 1:
         evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
                                   "accuracy": [r["accuracy"] for r in restarts]}

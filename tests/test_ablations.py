@@ -11,6 +11,8 @@ from align.core.errors import UserError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
+CLASSIFIER_RM = {"rm.kind": "classifier", "rm.epochs": 6, "rm.lr": 1.0e-3, "rm.lr_scheduler": "constant",
+                 "rm.batch_size": 64, "rm.center_rewards_coefficient": 0.01, "ppo.kl_coef": 0.1}
 # ablation -> (the settings it changes, the run directories besides ppo/eval/pipeline it forks)
 ABLATIONS = {
     **{f"kl_{round(c * 100):03d}": ({"ppo.kl_coef": c}, set()) for c in (0.0, 0.01, 0.02, 0.05, 0.1)},
@@ -24,11 +26,11 @@ ABLATIONS = {
     "eos_none": ({"ppo.missing_eos_mode": "none"}, set()),
     "temperature_10": ({"ppo.temperature": 1.0}, set()),
     "lora": ({"ppo.lora.enabled": True}, set()),
-    "rm_from_base": ({"rm.init_from": "${model.name_or_path}"}, {"rm"}),
+    "rm_from_base": ({**CLASSIFIER_RM, "rm.init_from": "${model.name_or_path}"}, {"rm", "rm_audit"}),
     "ppo_epochs_1": ({"ppo.ppo_epochs": 1}, set()),
     "ppo_minibatches_8": ({"ppo.num_minibatches": 8}, set()),
     "sft_packing": ({"sft.packing": True}, {"sft", "rm"}),
-    "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final", "sft.epochs": 10, "rm.epochs": 3,
+    "pretrained_base": ({"sft.init_from": "${paths.pretrain}/final", "sft.epochs": 10,
                          "eval.shots.base": [0, 1, 4], "eval.plain_text": ["base"],
                          "pipeline.stages": ["pretrain", "sft", "rm", "ppo", "eval"]}, {"sft", "rm"}),
     "two_turn": ({"data.dir": "${paths.data}/${data.name}_two_turn-seed${data.world.seed}",
@@ -37,8 +39,7 @@ ABLATIONS = {
     "grpo": ({"ppo.algorithm": "grpo"}, set()),
     "dpo": ({"ppo.algorithm": "dpo", "ppo.dpo_beta": 0.3}, set()),
     "oracle": ({"ppo.reward": "judge"}, set()),
-    "implicit_rm": ({"rm.kind": "implicit", "rm.beta": 0.3, "rm.epochs": 2, "rm.lr": 3.0e-4,
-                     "rm.lr_scheduler": "linear", "rm.batch_size": 32, "ppo.kl_coef": 0.3}, {"rm", "rm_audit"}),
+    "classifier_rm": (CLASSIFIER_RM, {"rm", "rm_audit"}),
 }
 ALWAYS_FORKED = {"ppo", "eval", "pipeline"}  # named after the variant
 TINY_WORLD_ONLY = {"two_turn"}  # options of the tiny world's builder: refused where the data has no world
@@ -73,7 +74,7 @@ def test_ablation_changes_what_it_says_and_forks_what_it_changes(experiment, abl
     assert config.variant == ablation and config.run_name == experiment
 
     # The raw settings (interpolations unresolved): exactly the ones the ablation names differ, and only where the
-    # experiment's own value is another one (kl_010 is the tiny experiment's coefficient).
+    # experiment's own value is another one (classifier_rm's settings are the small experiment's own kind).
     before, after = (flat(OmegaConf.to_container(c, resolve=False)) for c in (base_cfg, cfg))
     differ = {k for k in set(before) | set(after)
               if before.get(k) != after.get(k) and k != "variant" and not k.startswith("paths.")}

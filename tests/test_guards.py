@@ -55,13 +55,15 @@ def test_pretraining_stops_on_a_nan_loss(tmp_path, tiny_data_root):
 
 
 @pytest.mark.slow
-def test_rm_stops_on_a_nan_reward(tiny_sft_dir, tmp_path, tiny_data_root):
+@pytest.mark.parametrize("kind, quantity", [("classifier", "logits"), ("implicit", "loss")])
+def test_rm_stops_on_a_nan_reward(kind, quantity, tiny_sft_dir, tmp_path, tiny_data_root):
+    # the classifier's forward returns its scores, DPO's its loss: the guard reads what there is
     root = tiny_sft_dir.parent.parent
     result = run_module("align.rm", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",
                         f"paths.rm={tmp_path}/rm", "rm.max_steps=30", "rm.save_steps=10", "rm.eval_steps=1000",
-                        "rm.restarts=2", env={"ALIGN_TEST_INJECT_NAN": "output@15"})
+                        "rm.restarts=2", f"rm.kind={kind}", env={"ALIGN_TEST_INJECT_NAN": "output@15"})
     # in the first of two restarts: nothing after it runs
-    assert_stopped(result, "non-finite logits (nan) at step 15", tmp_path / "rm" / "restart-0", kept=10)
+    assert_stopped(result, f"non-finite {quantity} (nan) at step 15", tmp_path / "rm" / "restart-0", kept=10)
     assert not (tmp_path / "rm" / "restart-1").exists() and not (tmp_path / "rm" / "final").exists()
 
 
@@ -82,7 +84,7 @@ def test_ppo_stops_on_a_reward_model_with_a_nan_weight(tiny_rm_dir, tiny_data_ro
     broken = tmp_path / "broken-rm"
     shutil.copytree(tiny_rm_dir / "final", broken)
     weights = load_file(broken / "model.safetensors")
-    weights["score.weight"][0, 0] = float("nan")
+    weights["transformer.ln_f.weight"][0] = float("nan")  # under the classifier's head and the LM's alike
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
     root = tiny_rm_dir.parent.parent
     result = run_module("align.ppo", "+experiment=tiny", f"paths.root={root}", f"paths.data={tiny_data_root}",

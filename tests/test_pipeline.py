@@ -90,7 +90,7 @@ def test_finished_pipeline_is_skipped_and_other_settings_are_refused(tiny_pipeli
     assert "ppo" in again.stdout.split("[pipeline] evaluation")[1]  # the final table is printed from eval.json
     changed = run_module("align.pipeline", *common, "rm.lr=0.1", timeout=300)
     assert changed.returncode == 2
-    assert "rm.lr: 0.001 then, 0.1 now" in changed.stderr and "pipeline.force=rm" in changed.stderr
+    assert "rm.lr: 0.0003 then, 0.1 now" in changed.stderr and "pipeline.force=rm" in changed.stderr
     assert "variant=NAME 'paths.rm=${paths.root}/${run_name}/rm-${variant}'" in changed.stderr  # keeping the old RM
 
 

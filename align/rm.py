@@ -224,13 +224,16 @@ def with_empty_rejected(pairs: list[dict], share: float, seed: int) -> list[dict
 
 def audit_config(cfg: Config) -> Config:
     """The config of the audit RM: the stage's settings on pairs the training RM never saw (data.prefs_audit), with
-    another seed, into paths.rm_audit. Its scores tell real gains of a policy from the training RM's errors, which
-    a policy optimised against that RM finds (Gao et al. 2022: a proxy judged by a second model)."""
+    another seed, of kind rm.audit_kind, into paths.rm_audit. Its scores tell real gains of a policy from the training
+    RM's errors, which a policy optimised against that RM finds (Gao et al. 2022: a proxy judged by a second model).
+    An implicit audit RM would score against the same SFT model as an implicit training RM, and both grow without
+    bound on the same text far from the data: by default the audit RM is a classifier."""
     if cfg.data.prefs_audit is None:
         raise UserError("rm.audit=true needs pairs of its own: set data.prefs_audit (the tiny world writes them)")
     data = dataclasses.replace(cfg.data, prefs_train=cfg.data.prefs_audit)
     paths = dataclasses.replace(cfg.paths, rm=cfg.paths.rm_audit)
-    return dataclasses.replace(cfg, seed=cfg.seed + 1, data=data, paths=paths)
+    rm = dataclasses.replace(cfg.rm, kind=cfg.rm.audit_kind)
+    return dataclasses.replace(cfg, seed=cfg.seed + 1, data=data, paths=paths, rm=rm)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

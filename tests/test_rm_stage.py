@@ -171,3 +171,17 @@ def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_beta(tm
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "beta 0.3 and ppo.kl_coef is 0.1" in ran.stdout
     assert (tmp_path / "tiny" / "ppo-baseline" / "final" / "model.safetensors").is_file()
+
+
+def test_the_audit_rm_is_a_classifier_on_its_own_pairs_seed_and_directory():
+    """An implicit audit RM would share the implicit training RM's reference, and the text off the data that both
+    score without bound (docs/ablations.md): by default the audit RM is a classifier, whatever the training RM."""
+    from align.rm import audit_config
+
+    cfg = tiny_config("paths.root=/runs", stage="rm")
+    audit = audit_config(cfg)
+    assert cfg.rm.kind == "implicit" and audit.rm.kind == "classifier"
+    assert (audit.seed, audit.data.prefs_train, audit.paths.rm) == (cfg.seed + 1, cfg.data.prefs_audit,
+                                                                   cfg.paths.rm_audit)
+    assert audit.rm.lr == cfg.rm.lr and audit.data.prefs_eval == cfg.data.prefs_eval
+    assert audit_config(tiny_config("paths.root=/runs", "rm.audit_kind=implicit", stage="rm")).rm.kind == "implicit"

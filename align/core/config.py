@@ -162,6 +162,7 @@ class RMSettings(TrainerSettings):
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all
     audit: bool  # train the audit RM instead: on data.prefs_audit, with seed + 1, into paths.rm_audit
+    audit_kind: str  # the audit RM's kind: classifier | implicit (an implicit one shares the training one's reference)
     restarts: int  # train this many RMs (seeds seed, seed + 1, ...) and keep the most accurate on the held-out pairs
     empty_rejected: float  # this share of the training pairs is also trained with an empty reply as the rejected side
 
@@ -353,7 +354,7 @@ FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "pp
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),
            "ppo.reward": ("rm", "judge"), "ppo.lr_schedule": ("linear", "constant"), "ppo.kl_estimator": ("k1", "k3"),
-           "rm.kind": ("classifier", "implicit"),
+           "rm.kind": ("classifier", "implicit"), "rm.audit_kind": ("classifier", "implicit"),
            "ppo.missing_eos_mode": ("replace", "subtract", "none"),
            "sft.packing_strategy": ("bfd", "bfd_split", "wrapped")}
 

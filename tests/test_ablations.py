@@ -74,7 +74,7 @@ def test_ablation_changes_what_it_says_and_forks_what_it_changes(experiment, abl
     assert config.variant == ablation and config.run_name == experiment
 
     # The raw settings (interpolations unresolved): exactly the ones the ablation names differ, and only where the
-    # experiment's own value is another one (classifier_rm's settings are the small experiment's own kind).
+    # experiment's own value is another one (small's RM is already a classifier).
     before, after = (flat(OmegaConf.to_container(c, resolve=False)) for c in (base_cfg, cfg))
     differ = {k for k in set(before) | set(after)
               if before.get(k) != after.get(k) and k != "variant" and not k.startswith("paths.")}

@@ -67,7 +67,7 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_
         rm_agrees = (margin > 0) == (gold_c > gold_r)
         out["gold_agreement"] = rm_agrees[decided].float().mean().item()
         out["gold_decided_pairs"] = int(decided.sum())
-        # good_vs_empty counts every chosen reply, wrong ones too; this one only the replies the judge finds right
+        # good_vs_empty counts every chosen reply, wrong ones too; this one only those the judge scores best (right)
         correct = gold_c == gold_c.max()
         out["correct_vs_empty"] = (chosen > empty)[correct].float().mean().item()
         if judge.details is not None:

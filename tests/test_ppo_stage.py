@@ -60,12 +60,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(rm_ready, tiny_data_root):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
 
-    assert same_weights(rm_ready / "tiny" / "ppo-straight" / "final", run_dir / "final")
+    straight_dir = rm_ready / "tiny" / "ppo-straight"
+    assert same_weights(straight_dir / "final", run_dir / "final")
 
     def trajectory(path):
-        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in updates(path)]
+        return [{k: v for k, v in row.items() if not k.startswith("time/") and k != "policy/entropy"}
+                for row in updates(path)]
 
-    assert trajectory(run_dir) == trajectory(rm_ready / "tiny" / "ppo-straight")
+    # Every metric the update computes from the rollout matches exactly. The policy's entropy, a statistic over the
+    # whole vocabulary without a gradient, once differed in its fifth digit between two fresh processes on the same
+    # first rollout (same weights, samples and log-probabilities; CI, not reproduced since): it is compared to 1e-4.
+    assert trajectory(run_dir) == trajectory(straight_dir)
+    entropy = [row["policy/entropy"] for row in updates(run_dir)]
+    assert entropy == pytest.approx([row["policy/entropy"] for row in updates(straight_dir)], rel=1e-4)
 
 
 def test_ppo_with_lora_runs_and_saves_a_plain_model(rm_ready, tiny_data_root):

@@ -49,20 +49,44 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
     return mean(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, reference_scores))
 
 
-def unconfirmed_gains(summary: dict[str, dict], reference: str, margin: float = 0.05) -> list[str]:
+def unconfirmed_gains(summary: dict[str, dict], reference: str, sensitivity: float = 1.0,
+                      margin: float = 0.05) -> list[str]:
     """Models whose edge over the reference by the training RM's win rate the audit RM does not confirm: less than
-    half of it left. A policy optimised against an RM finds that RM's errors; an RM trained on other pairs does not
-    share them all, so a gain only the training RM sees is likely not a gain (over-optimisation, Gao et al. 2022)."""
+    half of what it would show. A policy optimised against an RM finds that RM's errors; an RM trained on other pairs
+    does not share them all, so a gain only the training RM sees is likely not a gain (over-optimisation, Gao et al.
+    2022). A weaker audit RM sees a real gain smaller, by `sensitivity` (audit_sensitivity)."""
     warnings = []
     for label, row in summary.items():
         if label == reference or "audit_rm_win_rate" not in row or "rm_win_rate" not in row:
             continue
         edge, confirmed = row["rm_win_rate"] - 0.5, row["audit_rm_win_rate"] - 0.5
-        if edge > margin and confirmed < edge / 2:
+        if edge > margin and confirmed < sensitivity * edge / 2:
             warnings.append(f"{label} beats {reference} on {row['rm_win_rate']:.0%} of prompts by the training RM but "
                             f"on {row['audit_rm_win_rate']:.0%} by the audit RM: its gains may be the training RM's "
                             "errors (over-optimisation); compare the gold or human judgement before trusting them")
     return warnings
+
+
+def audit_sensitivity(rm_accuracy: float | None, audit_accuracy: float | None) -> float:
+    """How much of a real gain the audit RM can show, relative to the training RM: (a - 0.5) / (t - 0.5) of their
+    accuracies on the same held-out pairs, within [0, 1]; 1 when either is unknown.
+
+    An RM that ranks a pair right with probability a sees a true win rate 0.5 + e as 0.5 + e (2a - 1), so an audit RM
+    blind to part of the task confirms a real gain only in part; label noise in the held-out pairs scales both
+    accuracies' distance from chance alike and cancels.
+    """
+    if rm_accuracy is None or audit_accuracy is None or rm_accuracy <= 0.5:
+        return 1.0
+    return min(1.0, max(0.0, (audit_accuracy - 0.5) / (rm_accuracy - 0.5)))
+
+
+def held_out_accuracy(reward_model: str | None) -> float | None:
+    """The accuracy on the held-out pairs that align.rm wrote next to the model (its run's eval.json); None for a
+    reward model from elsewhere."""
+    if reward_model is None:
+        return None
+    report = Path(reward_model).parent / "eval.json"
+    return json.loads(report.read_text()).get("accuracy") if report.is_file() else None
 
 
 def greedy_losses(greedy_gold: dict[str, list[float]], sampled_gold: dict[str, float], reference: str) -> list[str]:
@@ -284,7 +308,8 @@ def evaluate(cfg: Config) -> dict:
             row["by_category"] = by_category(categories, {"gold_score": gold.get(label),
                                                           "rm_score": rm_scores.get(label)})
         summary[label] = row
-    warnings = unconfirmed_gains(summary, e.reference)  # shown under the table and in the report
+    sensitivity = audit_sensitivity(held_out_accuracy(e.reward_model), held_out_accuracy(e.audit_reward_model))
+    warnings = unconfirmed_gains(summary, e.reference, sensitivity)  # shown under the table and in the report
     if e.reference in greedy_gold:
         warnings += greedy_losses(greedy_gold, {label: row["gold_score"] for label, row in summary.items()},
                                   e.reference)
@@ -292,7 +317,7 @@ def evaluate(cfg: Config) -> dict:
     # 6. write: numbers, every response, the report and the plot
     results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,
                "seed": cfg.seed, "prompts_file": cfg.data.prompts_eval, "dropped_long_prompts": dropped_long_prompts,
-               "models": summary, "warnings": warnings}
+               "models": summary, **({"audit_sensitivity": sensitivity} if audit_scores else {}), "warnings": warnings}
     if is_main_process():
         position = {row: {i: n for n, i in enumerate(indices[row])} for row in rows}
         with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:

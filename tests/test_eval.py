@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadMo
 from align.eval import audit_sensitivity, greedy_losses, held_out_accuracy, unconfirmed_gains, win_rate
 from align.evaluation.sampling import Completion
 from align.evaluation.scoring import response_logprob_sums, reward_scores, rollout_layout
-from align.evaluation.tables import markdown_table, table_rows
+from align.evaluation.tables import markdown_table, table_rows, write_report
 
 PAD = 0
 
@@ -121,6 +121,15 @@ def test_held_out_accuracy_is_read_from_the_rm_runs_eval_json(tmp_path):
     assert held_out_accuracy(str(tmp_path / "final")) is None and held_out_accuracy(None) is None
     (tmp_path / "eval.json").write_text(json.dumps({"pairs": 400, "accuracy": 0.86}))
     assert held_out_accuracy(str(tmp_path / "final")) == 0.86
+
+
+def test_the_report_says_how_much_the_audit_rm_can_confirm(tmp_path):
+    results = {"reference": "sft", "prompts_file": "p.jsonl", "temperature": 0.8, "max_new_tokens": 16, "seed": 0,
+               "models": {"sft": {"prompts": 2, "rm_score": 0.0, "audit_rm_score": 0.0}}, "warnings": []}
+    write_report(tmp_path / "plain.md", results, ["q1", "q2"], {"sft": ["a", "b"]})
+    write_report(tmp_path / "audited.md", {**results, "audit_sensitivity": 0.42}, ["q1", "q2"], {"sft": ["a", "b"]})
+    assert "audit RM sees" not in (tmp_path / "plain.md").read_text()
+    assert "The audit RM sees 42% of a real gain" in (tmp_path / "audited.md").read_text()
 
 
 def test_a_greedy_loss_beyond_two_standard_errors_is_a_warning():

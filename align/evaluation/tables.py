@@ -57,6 +57,9 @@ def write_report(path: Path, results: dict, prompts: list[str], responses: dict[
         f"{results['temperature']} with at most {results['max_new_tokens']} new tokens (seed {results['seed']}). "
         f"KL and win rates are against `{results['reference']}`; a tie counts half.\n",
         markdown_table(header, rows),
+        *([f"The audit RM sees {results['audit_sensitivity']:.0%} of a real gain as the training RM does (their "
+           "accuracies on the same held-out pairs, above chance); a warning means it confirms less than half of that."
+           "\n"] if "audit_sensitivity" in results else []),
         *(f"**Warning:** {warning}\n" for warning in results.get("warnings", [])),
         *check_table(results),
         "## Sample responses\n",

@@ -67,23 +67,24 @@ def unconfirmed_gains(summary: dict[str, dict], reference: str, sensitivity: flo
     return warnings
 
 
-def audit_sensitivity(rm_accuracy: float | None, audit_accuracy: float | None) -> float:
+def audit_sensitivity(reward_model: str | None, audit_reward_model: str | None) -> float | None:
     """How much of a real gain the audit RM can show, relative to the training RM: (a - 0.5) / (t - 0.5) of their
-    accuracies on the same held-out pairs, within [0, 1]; 1 when either is unknown.
+    accuracies on the same held-out pairs, within [0, 1]; None when either is unknown (an RM from elsewhere).
 
     An RM that ranks a pair right with probability a sees a true win rate 0.5 + e as 0.5 + e (2a - 1), so an audit RM
     blind to part of the task confirms a real gain only in part; label noise in the held-out pairs scales both
     accuracies' distance from chance alike and cancels.
     """
+    rm_accuracy, audit_accuracy = held_out_accuracy(reward_model), held_out_accuracy(audit_reward_model)
     if rm_accuracy is None or audit_accuracy is None or rm_accuracy <= 0.5:
-        return 1.0
+        return None
     return min(1.0, max(0.0, (audit_accuracy - 0.5) / (rm_accuracy - 0.5)))
 
 
 def held_out_accuracy(reward_model: str | None) -> float | None:
     """The accuracy on the held-out pairs that align.rm wrote next to the model (its run's eval.json); None for a
     reward model from elsewhere."""
-    if reward_model is None:
+    if reward_model is None or not Path(reward_model).is_dir():  # a hub name has no run around it
         return None
     report = Path(reward_model).parent / "eval.json"
     return json.loads(report.read_text()).get("accuracy") if report.is_file() else None
@@ -308,8 +309,8 @@ def evaluate(cfg: Config) -> dict:
             row["by_category"] = by_category(categories, {"gold_score": gold.get(label),
                                                           "rm_score": rm_scores.get(label)})
         summary[label] = row
-    sensitivity = audit_sensitivity(held_out_accuracy(e.reward_model), held_out_accuracy(e.audit_reward_model))
-    warnings = unconfirmed_gains(summary, e.reference, sensitivity)  # shown under the table and in the report
+    sensitivity = audit_sensitivity(e.reward_model, e.audit_reward_model) if audit_scores else None
+    warnings = unconfirmed_gains(summary, e.reference, 1.0 if sensitivity is None else sensitivity)
     if e.reference in greedy_gold:
         warnings += greedy_losses(greedy_gold, {label: row["gold_score"] for label, row in summary.items()},
                                   e.reference)
@@ -317,7 +318,8 @@ def evaluate(cfg: Config) -> dict:
     # 6. write: numbers, every response, the report and the plot
     results = {"reference": e.reference, "temperature": e.temperature, "max_new_tokens": e.max_new_tokens,
                "seed": cfg.seed, "prompts_file": cfg.data.prompts_eval, "dropped_long_prompts": dropped_long_prompts,
-               "models": summary, **({"audit_sensitivity": sensitivity} if audit_scores else {}), "warnings": warnings}
+               "models": summary, "warnings": warnings,
+               **({"audit_sensitivity": sensitivity} if sensitivity is not None else {})}
     if is_main_process():
         position = {row: {i: n for n, i in enumerate(indices[row])} for row in rows}
         with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:

@@ -169,7 +169,7 @@ def plot_frontier(path: Path, rows: list[dict]) -> None:
                        marker="osD^v<>"[i // 10 % 7])  # ten colours, then another marker
         references = [r[f"reference_{key}"] for r in rows if f"reference_{key}" in r]
         ax.scatter([0.0] * len(references), references, marker="x", color="black", label="SFT")
-        ax.set_xscale("symlog", linthresh=1.0)  # as the over-optimisation plot: unpenalised runs sit 100x further out
+        ax.set_xscale("symlog", linthresh=1.0)  # as the over-optimisation plot: unpenalised runs sit far out
         ax.set_xlabel("KL to SFT (nats per response)")
         ax.set_ylabel(f"{title} of the PPO model")
         ax.grid(alpha=0.3)

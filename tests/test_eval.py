@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from align.eval import audit_sensitivity, greedy_losses, held_out_accuracy, unconfirmed_gains, win_rate
+from align.eval import audit_sensitivity, greedy_losses, unconfirmed_gains, win_rate
 from align.evaluation.sampling import Completion
 from align.evaluation.scoring import response_logprob_sums, reward_scores, rollout_layout
 from align.evaluation.tables import markdown_table, table_rows, write_report
@@ -102,25 +102,26 @@ def test_a_gain_the_audit_rm_does_not_confirm_is_a_warning():
     assert header == ["model", "RM score"]
 
 
-def test_a_weaker_audit_rm_is_expected_to_confirm_less():
-    """The audit RM's expected share of a real gain is its accuracy's distance from chance over the training RM's;
-    a template-like case (a real gain the weak audit RM sees a third of) stays quiet that way and warned before, a
-    collapse it scores below the reference still warns, and an RM from elsewhere counts as fully sensitive."""
-    assert audit_sensitivity(0.86, 0.68) == pytest.approx(0.5)
-    assert audit_sensitivity(0.80, 0.95) == 1.0 and audit_sensitivity(0.80, 0.40) == 0.0
-    assert audit_sensitivity(None, 0.7) == audit_sensitivity(0.8, None) == audit_sensitivity(0.5, 0.7) == 1.0
+def test_a_weaker_audit_rm_is_expected_to_confirm_less(tmp_path):
+    """The audit RM's expected share of a real gain is its held-out accuracy's distance from chance over the training
+    RM's, each read from the eval.json its RM run wrote next to `final/`: a real gain that a half-sensitive audit RM
+    confirms a third of warns at full sensitivity and is quiet at half; a collapse it scores below the reference warns
+    at any; without an RM run's eval.json the share is unknown."""
+    def rm_run(name: str, accuracy: float) -> str:
+        (tmp_path / name / "final").mkdir(parents=True)
+        (tmp_path / name / "eval.json").write_text(json.dumps({"pairs": 400, "accuracy": accuracy}))
+        return str(tmp_path / name / "final")
+
+    training, weak, strong, at_chance = (rm_run("rm", 0.86), rm_run("weak", 0.68), rm_run("strong", 0.95),
+                                         rm_run("chance", 0.40))
+    assert audit_sensitivity(training, weak) == pytest.approx(0.5)
+    assert audit_sensitivity(training, strong) == 1.0 and audit_sensitivity(training, at_chance) == 0.0
+    assert audit_sensitivity(training, str(tmp_path / "elsewhere")) is None and audit_sensitivity(None, weak) is None
     summary = {"sft": {"rm_win_rate": 0.5, "audit_rm_win_rate": 0.5},
                "real": {"rm_win_rate": 0.78, "audit_rm_win_rate": 0.59},       # edge 0.28, confirmed 0.09
                "collapsed": {"rm_win_rate": 0.98, "audit_rm_win_rate": 0.10}}
     assert [w.split()[0] for w in unconfirmed_gains(summary, "sft")] == ["real", "collapsed"]
     assert [w.split()[0] for w in unconfirmed_gains(summary, "sft", sensitivity=0.5)] == ["collapsed"]
-
-
-def test_held_out_accuracy_is_read_from_the_rm_runs_eval_json(tmp_path):
-    (tmp_path / "final").mkdir()
-    assert held_out_accuracy(str(tmp_path / "final")) is None and held_out_accuracy(None) is None
-    (tmp_path / "eval.json").write_text(json.dumps({"pairs": 400, "accuracy": 0.86}))
-    assert held_out_accuracy(str(tmp_path / "final")) == 0.86
 
 
 def test_the_report_says_how_much_the_audit_rm_can_confirm(tmp_path):

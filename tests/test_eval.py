@@ -174,3 +174,33 @@ def test_greedy_answers_in_a_left_padded_batch_are_each_prompts_own(tiny_data_ro
     together, alone = answers(3), answers(1)
     assert together == alone
     assert len({tuple(a) for a in alone}) == 3  # the answers differ, so each row's own context decided its answer
+
+
+def test_the_evaluation_scores_with_the_audit_rm_and_reads_each_rms_accuracy_from_its_own_run(tiny_data_root,
+                                                                                              tokenizer, tmp_path):
+    """align.eval end to end with an audit RM: every row gets the audit RM's score and win rate beside the training
+    RM's, and the audit sensitivity comes from the two RM runs in the right order (swapped, it would be 1)."""
+    from helpers import tiny_config
+
+    from align.eval import evaluate
+    from align.modeling.models import load_causal_lm, load_reward_model
+
+    cfg = tiny_config()
+    load_causal_lm(cfg.model, tokenizer, None, seed=0).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    for name, seed, accuracy in (("rm", 1, 0.9), ("audit", 2, 0.7)):
+        final = tmp_path / name / "final"
+        load_reward_model(cfg.model, tokenizer, None, seed=seed).save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        (tmp_path / name / "eval.json").write_text(json.dumps({"pairs": 400, "accuracy": accuracy}))
+    results = evaluate(tiny_config(
+        f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", "eval.models.base=null",
+        f"eval.models.sft={tmp_path / 'lm'}", f"eval.models.ppo={tmp_path / 'lm'}",
+        f"eval.reward_model={tmp_path / 'rm' / 'final'}", f"eval.audit_reward_model={tmp_path / 'audit' / 'final'}",
+        "eval.max_new_tokens=4", stage="eval"))
+
+    assert results["audit_sensitivity"] == pytest.approx((0.7 - 0.5) / (0.9 - 0.5))
+    sft, ppo = results["models"]["sft"], results["models"]["ppo"]
+    assert sft["audit_rm_score"] != pytest.approx(sft["rm_score"])  # another model's scores, not the training RM's
+    assert ppo["audit_rm_win_rate"] == ppo["rm_win_rate"] == 0.5 and results["warnings"] == []
+    assert "The audit RM sees 50% of a real gain" in (tmp_path / "tiny" / "eval-baseline" / "report.md").read_text()

@@ -227,12 +227,14 @@ def audit_config(cfg: Config) -> Config:
     another seed, of kind rm.audit_kind, into paths.rm_audit. Its scores tell real gains of a policy from the training
     RM's errors, which a policy optimised against that RM finds (Gao et al. 2022: a proxy judged by a second model).
     An implicit audit RM would score against the same SFT model as an implicit training RM, and both grow without
-    bound on the same text far from the data: by default the audit RM is a classifier."""
+    bound on the same text far from the data: by default the audit RM is a classifier, trained with
+    rm.audit_settings where they are set."""
     if cfg.data.prefs_audit is None:
         raise UserError("rm.audit=true needs pairs of its own: set data.prefs_audit (the tiny world writes them)")
     data = dataclasses.replace(cfg.data, prefs_train=cfg.data.prefs_audit)
     paths = dataclasses.replace(cfg.paths, rm=cfg.paths.rm_audit)
-    rm = dataclasses.replace(cfg.rm, kind=cfg.rm.audit_kind)
+    own = {k: v for k, v in dataclasses.asdict(cfg.rm.audit_settings).items() if v is not None}
+    rm = dataclasses.replace(cfg.rm, kind=cfg.rm.audit_kind, **own)
     return dataclasses.replace(cfg, seed=cfg.seed + 1, data=data, paths=paths, rm=rm)
 
 

@@ -58,7 +58,8 @@ def test_typo_through_the_real_entry_point_fails_before_any_work(tmp_path):
 @pytest.mark.parametrize("override", ["ppo.kl_coef=-1", "sft.lr=-1", "sft.batch_size=0", "sft.max_length=0",
                                       "ppo.response_tokens=0", "ppo.num_minibatches=0", "ppo.batch_size=0",
                                       "ppo.temperature=0", "ppo.gamma=1.5", "rm.epochs=0", "eval.batch_size=-4",
-                                      "ppo.lr_schedule=cosine", "ppo.kl_estimator=k2", "data.on_bad_record=skip"])
+                                      "ppo.lr_schedule=cosine", "ppo.kl_estimator=k2", "data.on_bad_record=skip",
+                                      "rm.audit_settings.lr=0"])
 def test_a_number_out_of_its_range_fails_naming_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(UserError, match=rf"at key '{re.escape(key)}'"):

@@ -175,7 +175,9 @@ def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_beta(tm
 
 def test_the_audit_rm_is_a_classifier_on_its_own_pairs_seed_and_directory():
     """An implicit audit RM would share the implicit training RM's reference, and the text off the data that both
-    score without bound (docs/ablations.md): by default the audit RM is a classifier, whatever the training RM."""
+    score without bound (docs/ablations.md): by default the audit RM is a classifier, whatever the training RM, and
+    on the tiny worlds it trains at the classifier ablation's rate (the same five numbers), its other settings the
+    training RM's; unset audit settings leave the training RM's."""
     from align.rm import audit_config
 
     cfg = tiny_config("paths.root=/runs", stage="rm")
@@ -183,5 +185,11 @@ def test_the_audit_rm_is_a_classifier_on_its_own_pairs_seed_and_directory():
     assert cfg.rm.kind == "implicit" and audit.rm.kind == "classifier"
     assert (audit.seed, audit.data.prefs_train, audit.paths.rm) == (cfg.seed + 1, cfg.data.prefs_audit,
                                                                    cfg.paths.rm_audit)
-    assert audit.rm.lr == cfg.rm.lr and audit.data.prefs_eval == cfg.data.prefs_eval
-    assert audit_config(tiny_config("paths.root=/runs", "rm.audit_kind=implicit", stage="rm")).rm.kind == "implicit"
+    assert audit.data.prefs_eval == cfg.data.prefs_eval and audit.rm.max_length == cfg.rm.max_length
+    classifier = tiny_config("paths.root=/runs", "+ablation=classifier_rm", stage="rm").rm
+    own = ("epochs", "lr", "lr_scheduler", "batch_size", "center_rewards_coefficient")
+    assert [getattr(audit.rm, k) for k in own] == [getattr(classifier, k) for k in own]
+    assert audit.rm.lr != cfg.rm.lr
+    unset = audit_config(tiny_config("paths.root=/runs", "rm.audit_settings.lr=null", "rm.audit_kind=implicit",
+                                     stage="rm"))
+    assert unset.rm.kind == "implicit" and unset.rm.lr == cfg.rm.lr and unset.rm.epochs == 6

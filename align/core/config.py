@@ -154,6 +154,18 @@ class PretrainSettings(TrainerSettings):
 
 
 @dataclass
+class AuditRMSettings:
+    """The audit RM's optimisation where it differs from the training RM's (null: the same). A classifier audit RM
+    beside an implicit training RM needs a classifier's rate: DPO's leaves it blind to copy checks."""
+
+    epochs: float | None
+    lr: float | None
+    lr_scheduler: str | None
+    batch_size: int | None
+    center_rewards_coefficient: float | None  # 0.0 turns centering off for the audit RM alone
+
+
+@dataclass
 class RMSettings(TrainerSettings):
     kind: str  # "classifier" (a scalar head read at the EOS, Bradley-Terry) or "implicit" (DPO's loss: beta x the
     # reply's log-ratio to the SFT model; align.modeling.implicit_reward)
@@ -163,6 +175,7 @@ class RMSettings(TrainerSettings):
     normalize_samples: int  # how many of them (the first N); -1: all
     audit: bool  # train the audit RM instead: on data.prefs_audit, with seed + 1, into paths.rm_audit
     audit_kind: str  # the audit RM's kind: classifier | implicit (an implicit one shares the training one's reference)
+    audit_settings: AuditRMSettings  # the audit RM's own epochs, rate, schedule, batch and centering
     restarts: int  # train this many RMs (seeds seed, seed + 1, ...) and keep the most accurate on the held-out pairs
     empty_rejected: float  # this share of the training pairs is also trained with an empty reply as the rejected side
 
@@ -339,6 +352,7 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "pretrain.max_length",
             "sft.lr", "sft.batch_size", "sft.grad_accum", "sft.eval_batch_size", "sft.max_length",
             "rm.lr", "rm.beta", "rm.batch_size", "rm.grad_accum", "rm.eval_batch_size", "rm.max_length", "rm.restarts",
+            "rm.audit_settings.epochs", "rm.audit_settings.lr", "rm.audit_settings.batch_size",
             "ppo.total_episodes", "ppo.batch_size", "ppo.num_minibatches", "ppo.ppo_epochs", "ppo.lr", "ppo.adam_eps",
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
@@ -346,6 +360,7 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "chat.max_new_tokens")
 NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
                 "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
+                "rm.audit_settings.center_rewards_coefficient",
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",

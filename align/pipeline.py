@@ -61,9 +61,15 @@ def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
     return train
 
 
+# Keys of the rm section that only the audit RM reads, and that audit_config writes into that section's own keys
+# (kind, epochs, lr, ...) before the audit RM trains: compared there, they would only make other stages look stale.
+AUDIT_ONLY = ("audit_kind", "audit_settings")
+
+
 def settings(config: dict, sections: tuple[str, ...]) -> dict:
     """The sections of a resolved config that decide a stage's result, with paths under the run's output and data
-    roots written relative to them (moving outputs or data elsewhere does not change a result)."""
+    roots written relative to them (moving outputs or data elsewhere does not change a result), and without the audit
+    RM's own keys."""
     roots = {config["paths"][name].rstrip("/") + "/": f"${{paths.{name}}}/" for name in ("root", "data")}
 
     def relative(value):
@@ -77,7 +83,10 @@ def settings(config: dict, sections: tuple[str, ...]) -> dict:
                     return placeholder + value[len(root):]
         return value
 
-    return {key: relative(config[key]) for key in sections}
+    chosen = {key: relative(config[key]) for key in sections}
+    if "rm" in chosen:
+        chosen["rm"] = {k: v for k, v in chosen["rm"].items() if k not in AUDIT_ONLY}
+    return chosen
 
 
 def first_difference(old, new, key: str = "") -> str | None:

@@ -186,8 +186,9 @@ def test_the_evaluation_scores_with_the_audit_rm_and_reads_each_rms_accuracy_fro
     from align.modeling.models import load_causal_lm, load_reward_model
 
     cfg = tiny_config()
-    load_causal_lm(cfg.model, tokenizer, None, seed=0).save_pretrained(tmp_path / "lm")
-    tokenizer.save_pretrained(tmp_path / "lm")
+    for name, seed in (("sft", 0), ("ppo", 3)):
+        load_causal_lm(cfg.model, tokenizer, None, seed=seed).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
     for name, seed, accuracy in (("rm", 1, 0.9), ("audit", 2, 0.7)):
         final = tmp_path / name / "final"
         load_reward_model(cfg.model, tokenizer, None, seed=seed).save_pretrained(final)
@@ -195,12 +196,12 @@ def test_the_evaluation_scores_with_the_audit_rm_and_reads_each_rms_accuracy_fro
         (tmp_path / name / "eval.json").write_text(json.dumps({"pairs": 400, "accuracy": accuracy}))
     results = evaluate(tiny_config(
         f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", "eval.models.base=null",
-        f"eval.models.sft={tmp_path / 'lm'}", f"eval.models.ppo={tmp_path / 'lm'}",
+        f"eval.models.sft={tmp_path / 'sft'}", f"eval.models.ppo={tmp_path / 'ppo'}",
         f"eval.reward_model={tmp_path / 'rm' / 'final'}", f"eval.audit_reward_model={tmp_path / 'audit' / 'final'}",
         "eval.max_new_tokens=4", stage="eval"))
 
     assert results["audit_sensitivity"] == pytest.approx((0.7 - 0.5) / (0.9 - 0.5))
     sft, ppo = results["models"]["sft"], results["models"]["ppo"]
     assert sft["audit_rm_score"] != pytest.approx(sft["rm_score"])  # another model's scores, not the training RM's
-    assert ppo["audit_rm_win_rate"] == ppo["rm_win_rate"] == 0.5 and results["warnings"] == []
+    assert sft["audit_rm_win_rate"] == 0.5 and ppo["audit_rm_win_rate"] != ppo["rm_win_rate"]
     assert "The audit RM sees 50% of a real gain" in (tmp_path / "tiny" / "eval-baseline" / "report.md").read_text()

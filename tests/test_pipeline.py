@@ -7,6 +7,7 @@ import re
 
 import pytest
 from helpers import run_module, tiny_config
+from omegaconf import OmegaConf
 
 from align.pipeline import first_difference, fork_overrides, settings
 
@@ -25,6 +26,22 @@ def test_settings_ignore_where_outputs_and_data_live_but_not_what_they_are():
     assert first_difference(here, moved) is None
     changed = settings(resolved("outputs", "data", 0.2), ("seed", "data", "sft"))
     assert first_difference(here, changed) == "sft.lr: 0.1 then, 0.2 now"
+
+
+def test_the_audit_rms_own_settings_leave_the_other_stages_alone_and_still_decide_the_audit_rm():
+    """A run made before rm.audit_settings existed, or another audit RM's settings, leaves the training RM, PPO and
+    the evaluation finished; the audit RM's config, with those settings applied, differs where they do."""
+    from align.rm import audit_config
+
+    old = {"seed": 0, "paths": {"root": "o", "data": "d"}, "rm": {"lr": 3e-4, "kind": "implicit"}}
+    new = {**old, "rm": {**old["rm"], "audit_kind": "implicit", "audit_settings": {"lr": 1e-3, "epochs": None}}}
+    assert first_difference(settings(old, ("seed", "rm")), settings(new, ("seed", "rm"))) is None
+
+    cfg = tiny_config("paths.root=/runs", stage="rm")
+    before = audit_config(tiny_config("paths.root=/runs", "rm.audit_settings.lr=null", stage="rm"))
+    assert first_difference(*(settings(OmegaConf.to_container(OmegaConf.structured(c)), ("rm",))
+                              for c in (before, audit_config(cfg)))) == (
+        f"rm.lr: {cfg.rm.lr!r} then, {cfg.rm.audit_settings.lr!r} now")
 
 
 def test_first_difference_names_added_and_removed_keys():

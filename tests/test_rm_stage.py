@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -190,6 +191,9 @@ def test_the_audit_rm_is_a_classifier_on_its_own_pairs_seed_and_directory():
     own = ("epochs", "lr", "lr_scheduler", "batch_size", "center_rewards_coefficient")
     assert [getattr(audit.rm, k) for k in own] == [getattr(classifier, k) for k in own]
     assert audit.rm.lr != cfg.rm.lr
-    unset = audit_config(tiny_config("paths.root=/runs", "rm.audit_settings.lr=null", "rm.audit_kind=implicit",
-                                     stage="rm"))
-    assert unset.rm.kind == "implicit" and unset.rm.lr == cfg.rm.lr and unset.rm.epochs == 6
+    one_unset = audit_config(tiny_config("paths.root=/runs", "rm.audit_settings.lr=null", stage="rm"))
+    assert one_unset.rm.lr == cfg.rm.lr and one_unset.rm.epochs == 6
+    unset = [f"rm.audit_settings.{k}=null" for k in own]  # conf/rm/default.yaml's: the training RM's, but the kind
+    assert audit_config(tiny_config("paths.root=/runs", *unset, stage="rm")).rm == dataclasses.replace(
+        tiny_config("paths.root=/runs", *unset, stage="rm").rm, kind="classifier")
+    assert audit_config(tiny_config("paths.root=/runs", "rm.audit_kind=implicit", stage="rm")).rm.kind == "implicit"

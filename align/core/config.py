@@ -158,7 +158,7 @@ class AuditRMSettings:
     """The audit RM's optimisation where it differs from the training RM's (null: the same). A classifier audit RM
     beside an implicit training RM needs a classifier's rate: DPO's leaves it blind to copy checks."""
 
-    epochs: float | None
+    epochs: float | None  # as rm.epochs: rm.max_steps > 0 still stops the audit RM there
     lr: float | None
     lr_scheduler: str | None
     batch_size: int | None

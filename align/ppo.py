@@ -58,6 +58,7 @@ def train(cfg: Config) -> dict:
 
     from align.evaluation.judging import check_judge, final_gold_evaluation, gold_evaluation
     from align.modeling.forward import left_pad
+    from align.modeling.implicit_reward import ImplicitRewardModel, kl_coef_floor
     from align.modeling.models import (
         disable_dropout,
         load_causal_lm,
@@ -122,12 +123,13 @@ def train(cfg: Config) -> dict:
     if ppo.reward == "judge" and judge is None:
         raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")
     reward_model = load_reward_scorer(cfg.model, tokenizer, ppo.reward_model, cfg.seed)
-    if ppo.reward == "rm" and getattr(reward_model, "beta", 0.0) > ppo.kl_coef:
-        # below beta the objective's maximum leaves the data, where the log-ratio grows without bound; a KL sweep
-        # runs there on purpose, so this warns rather than refuses
-        print0(f"warning: {ppo.reward_model} is an implicit reward model with beta {reward_model.beta} and "
-               f"ppo.kl_coef is {ppo.kl_coef}: below its beta PPO's best policy leaves the data, where that reward "
-               "grows without bound (expect the KL to run away and gold to fall; docs/stages.md)")
+    floor = kl_coef_floor(reward_model.beta, ppo.temperature) if isinstance(reward_model, ImplicitRewardModel) else 0
+    if ppo.reward == "rm" and ppo.kl_coef < floor:
+        # a KL sweep runs below the floor on purpose, so this warns rather than refuses
+        print0(f"warning: {ppo.reward_model} is an implicit reward model with beta {reward_model.beta}, and "
+               f"ppo.kl_coef {ppo.kl_coef} is below beta x ppo.temperature ({floor:.3g}): there PPO's best policy "
+               "leaves the data, where that reward grows without bound (expect the KL to run away and gold to fall; "
+               "docs/stages.md)")
     if ppo.lora.enabled:
         policy, value = add_lora(policy, value, ppo.lora.r, ppo.lora.alpha, ppo.lora.target_modules)
     for frozen in (reference, reward_model):

@@ -1,5 +1,6 @@
 """The implicit reward model (rm.kind=implicit): beta x the reply's log-ratio to the reference, read from a padded
-batch as any reward model is, saved and loaded with its reference, and PPO refused below its beta."""
+batch as any reward model is, saved and loaded with its reference, and the KL coefficient below which PPO against it
+aims past the DPO model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from helpers import tiny_config
 
 from align.core.errors import UserError
-from align.modeling.implicit_reward import ImplicitRewardModel, reply_mask
+from align.modeling.implicit_reward import ImplicitRewardModel, kl_coef_floor, reply_mask
 from align.modeling.models import load_causal_lm, load_reward_scorer
 from align.modeling.reward_model import reward_at_eos, score
 
@@ -82,3 +83,21 @@ def test_saved_with_its_reference_it_loads_as_a_reward_model_and_refuses_a_lost_
     (tmp_path / "sft").rename(tmp_path / "moved")
     with pytest.raises(UserError, match="reference"):
         load_reward_scorer(model_cfg, tokenizer, str(tmp_path / "rm"), seed=0)
+
+
+def test_at_the_kl_floor_ppos_best_policy_is_the_dpo_model_sampled_at_ppos_temperature():
+    """One-token replies (where tempered sampling has a single normaliser, so the statement is exact): PPO's best
+    policy, the reference at temperature T times exp(reward / kl_coef), is the DPO model at T when kl_coef is the
+    floor, and sharper or flatter than it at any other coefficient, beta itself included."""
+    ref_logits, dpo_logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0))
+    beta, temperature = 0.3, 0.8
+    reward = beta * (torch.log_softmax(dpo_logits, -1) - torch.log_softmax(ref_logits, -1))
+
+    def ppo_optimum(kl_coef: float) -> torch.Tensor:
+        return torch.softmax(ref_logits / temperature + reward / kl_coef, -1)
+
+    dpo_at_temperature = torch.softmax(dpo_logits / temperature, -1)
+    floor = kl_coef_floor(beta, temperature)
+    torch.testing.assert_close(ppo_optimum(floor), dpo_at_temperature)
+    for other in (beta, 0.5 * floor, 2 * floor):
+        assert not torch.allclose(ppo_optimum(other), dpo_at_temperature, atol=1e-3)

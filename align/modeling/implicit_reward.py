@@ -72,5 +72,17 @@ class ImplicitRewardModel(nn.Module):
         (Path(directory) / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
+def kl_coef_floor(beta: float, temperature: float) -> float:
+    """The smallest KL coefficient at which PPO against this reward still aims at the DPO model, not past it.
+
+    PPO sampling at `temperature` T takes its own and the reference's log-probabilities at T, so its best policy is the
+    reference at T times exp(reward / kl_coef) = (pi_DPO / pi_ref)^(beta / kl_coef). The DPO model sampled at T is
+    the reference at T times (pi_DPO / pi_ref)^(1 / T), up to tempered sampling's per-token normalisers: the two meet
+    at kl_coef = beta x T. Below it PPO's best policy sharpens the log-ratio past anything the pairs taught, where the
+    reward grows without bound.
+    """
+    return beta * temperature
+
+
 def read_config(path: str | Path) -> dict:
     return json.loads((Path(path) / CONFIG_FILE).read_text())

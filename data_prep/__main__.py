@@ -47,6 +47,8 @@ def main(argv: list[str]) -> None:
                         help="train a byte-level BPE on the *.train.jsonl contract files in DIR into DIR/tokenizer")
     parser.add_argument("--vocab-size", type=int, default=512, help="with --tokenizer: its vocabulary size")
     args, overrides = parser.parse_known_args(argv)
+    if args.recipe:
+        overrides = recipe_overrides(args, overrides)
     if args.tokenizer and not (args.module or args.recipe or overrides):
         print(f"wrote {train_tokenizer(args.tokenizer, args.vocab_size)}")
         return
@@ -57,6 +59,16 @@ def main(argv: list[str]) -> None:
     else:
         parser.error("give MODULE INPUT --out DIR, --recipe NAME [overrides], or --tokenizer DIR")
     print(summary_table({name: json.loads((path / MANIFEST).read_text()) for name, path in built.items()}))
+
+
+def recipe_overrides(args, rest: list[str]) -> list[str]:
+    """The config overrides after --recipe NAME: argparse hands the first two to MODULE and INPUT, which a recipe
+    has none of."""
+    overrides = [a for a in (args.module, args.input) if a is not None] + rest
+    args.module = args.input = None
+    if not_overrides := [o for o in overrides if "=" not in o]:
+        raise UserError(f"--recipe takes config overrides (KEY=VALUE) only, not {' '.join(not_overrides)}")
+    return overrides
 
 
 def build_one(args) -> Path:

@@ -249,3 +249,14 @@ def test_runs_that_build_the_same_data_at_once_all_use_one_copy(tmp_path):
     assert sorted(results.get(timeout=5) for _ in processes) == [str(out_dir)] * 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no copy left behind
     assert json.loads((out_dir / "manifest.json").read_text())["recipe"] == {"recipe": 1}
+
+
+def test_a_recipe_gets_every_override_the_command_line_gives(monkeypatch):
+    from data_prep import __main__ as command_line
+
+    seen = []
+    monkeypatch.setattr(command_line, "build_recipe", lambda recipe, overrides: seen.append(overrides) or {})
+    command_line.main(["--recipe", "slices", "paths.data=/tmp/d", "data.world.n_sft=100", "seed=3"])
+    assert seen == [["paths.data=/tmp/d", "data.world.n_sft=100", "seed=3"]]
+    with pytest.raises(UserError, match="KEY=VALUE.*dolly"):
+        command_line.main(["--recipe", "slices", "dolly"])

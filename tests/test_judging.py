@@ -66,20 +66,25 @@ def test_a_check_the_rm_agrees_on_no_better_than_a_coin_is_named():
     assert checks_at_chance(by_check) == ["start", "A"]
 
 
-def test_check_judge_tries_the_judge_on_the_first_held_out_prompt_and_names_the_keys_when_it_fails(
+def test_check_judge_tries_the_judge_on_every_held_out_prompt_and_names_the_keys_when_it_fails(
         tmp_path, monkeypatch, capsys):
     prompts = tmp_path / "prompts.eval.jsonl"
-    prompts.write_text('{"prompt": [{"role": "user", "content": "say sun"}]}\n')
+    prompts.write_text('{"prompt": [{"role": "user", "content": "say sun"}]}\n'
+                       '{"prompt": [{"role": "user", "content": "say moon"}]}\n')
     (tmp_path / "own_judge.py").write_text("def score(prompt, response, ended=True):\n"
                                            "    return float(ended and response == prompt.split()[-1])\n\n\n"
-                                           "def broken(prompt, response, ended=True):\n    return float('nan')\n")
+                                           "def broken(prompt, response, ended=True):\n    return float('nan')\n\n\n"
+                                           "def sun_only(prompt, response, ended=True):\n"
+                                           "    return {'sun': 1.0}[prompt.split()[-1]]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     other_task = dataclasses.replace(data("tiny_world.judge"), prompts_eval=str(prompts))
-    with pytest.raises(UserError, match=r"data.judge='tiny_world.judge' fails on the first prompt of "
+    with pytest.raises(UserError, match=r"data.judge='tiny_world.judge' fails on prompt 1 of "
                                         rf"data.prompts_eval={prompts} \('say sun'\).*data.judge=null"):
         check_judge(other_task)
     with pytest.raises(UserError, match="data.judge='own_judge:broken' fails .* is nan"):
         check_judge(dataclasses.replace(other_task, judge="own_judge:broken"))
+    with pytest.raises(UserError, match=r"'own_judge:sun_only' fails on prompt 2 .*\('say moon'\): KeyError"):
+        check_judge(dataclasses.replace(other_task, judge="own_judge:sun_only"))
     assert check_judge(dataclasses.replace(other_task, judge="own_judge:score")).name == "own_judge:score"
     assert capsys.readouterr().out == ""
     assert check_judge(dataclasses.replace(other_task, judge=None)) is None

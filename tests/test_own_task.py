@@ -62,7 +62,7 @@ def test_another_tasks_judge_stops_sft_before_training_naming_data_judge(tmp_pat
     runs = tmp_path / "runs"
     result = run_module("align.sft", *own_task_overrides(data_dir, runs, "tiny_world.judge"), timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "data.judge='tiny_world.judge' fails on the first prompt of data.prompts_eval" in result.stderr
+    assert "data.judge='tiny_world.judge' fails on prompt 1 of data.prompts_eval" in result.stderr
     assert "data.judge=null" in result.stderr
     assert not list(runs.rglob("final")) and not list(runs.rglob("checkpoint-*"))
 

@@ -41,7 +41,14 @@ def looks_local(name: str) -> bool:
 def load_local_or_hub(load: Callable[..., T], name: str, what: str, config_key: str) -> T:
     """`load(name, local_files_only=...)` from a directory, the local cache, or the hub, in that order."""
     if Path(name).exists():
-        return load(name, local_files_only=True)
+        from safetensors import SafetensorError
+
+        try:
+            return load(name, local_files_only=True)
+        except (OSError, ValueError, SafetensorError) as error:  # a run directory, a file, weights cut short, ...
+            raise UserError(f"cannot load {what} from {name} ({config_key}): {str(error).splitlines()[0]} -- name a "
+                            "directory a stage wrote (its final/, or an SFT or RM checkpoint-N/), or a hub name"
+                            ) from None
     if looks_local(name):
         raise UserError(f"cannot load {what}: no such directory {name} ({config_key} or the stage output it names)")
     try:

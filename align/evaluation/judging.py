@@ -53,9 +53,10 @@ NO_JUDGE = "no gold judge (data.judge is null): gold scores are left out"
 
 
 def check_judge(data: DataConfig) -> Judge | None:
-    """The task's judge, tried on the first held-out prompt before any training: another task's judge left in place
-    (the tiny world's, say) would otherwise fail only at the first gold score, after training. None, with a one-line
-    note, when the task has no judge, so that gold numbers missing from a run's output are never a surprise."""
+    """The task's judge, tried on every held-out prompt before any training: another task's judge left in place (the
+    tiny world's, say), or one that fails on some prompts, would otherwise fail only at the first gold score, after
+    training, before the stage is finished. None, with a one-line note, when the task has no judge, so that gold
+    numbers missing from a run's output are never a surprise."""
     judge = load_judge(data)
     if judge is None:
         print0(NO_JUDGE)
@@ -63,19 +64,20 @@ def check_judge(data: DataConfig) -> Judge | None:
     if data.prompts_eval is None:
         return judge  # nothing to judge: every gold evaluation is left out
     records, _ = read_records(data.prompts_eval, "prompt", data.on_bad_record)
-    prompt = judged_prompt(records[0]["prompt"])
-    try:
-        for response, ended in (("", False), ("x", True)):
-            value = float(judge.score(prompt, response, ended))
-            if not math.isfinite(value):
-                raise ValueError(f"score({response!r}, ended={ended}) is {value}")
-        if judge.details is not None:
-            dict(judge.details(prompt, "x"))
-    except Exception as error:  # whatever a user's judge raises: it does not fit these prompts
-        raise UserError(f"data.judge={data.judge!r} fails on the first prompt of data.prompts_eval="
-                        f"{data.prompts_eval} ({prompt[:60]!r}): {type(error).__name__}: {error}. Is it this task's "
-                        "judge? Set data.judge to the task's own `package.module:function`, or data.judge=null to run "
-                        "without gold scores") from None
+    for number, record in enumerate(records, 1):
+        prompt = judged_prompt(record["prompt"])
+        try:
+            for response, ended in (("", False), ("x", True)):
+                value = float(judge.score(prompt, response, ended))
+                if not math.isfinite(value):
+                    raise ValueError(f"score({response!r}, ended={ended}) is {value}")
+            if judge.details is not None:
+                dict(judge.details(prompt, "x"))
+        except Exception as error:  # whatever a user's judge raises: it does not fit these prompts
+            raise UserError(f"data.judge={data.judge!r} fails on prompt {number} of data.prompts_eval="
+                            f"{data.prompts_eval} ({prompt[:60]!r}): {type(error).__name__}: {error}. Is it this "
+                            "task's judge? Set data.judge to the task's own `package.module:function`, or "
+                            "data.judge=null to run without gold scores") from None
     return judge
 
 

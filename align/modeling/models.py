@@ -167,6 +167,9 @@ def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int):
 
     if not is_implicit(path):
         scorer = load_reward_model(model, tokenizer, path, seed)
+        if "ForSequenceClassification" not in (scorer.config.architectures or [""])[0]:
+            raise UserError(f"{path} is not a reward model ({(scorer.config.architectures or ['?'])[0]}): scored "
+                            "through a new, random head it would reward noise; name an RM stage's final/")
     else:
         config = read_config(path)
         if not os.path.isdir(config["reference"]):

@@ -60,6 +60,7 @@ def train(cfg: Config) -> dict:
     from align.modeling.forward import left_pad
     from align.modeling.implicit_reward import ImplicitRewardModel, kl_coef_floor
     from align.modeling.models import (
+        context_size,
         disable_dropout,
         load_causal_lm,
         load_reward_model,
@@ -117,6 +118,10 @@ def train(cfg: Config) -> dict:
     # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four. With LoRA the
     # reference is the policy with its adapter disabled.
     policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
+    positions = context_size(policy)
+    if positions is not None and ppo.max_prompt_tokens + ppo.response_tokens > positions:
+        raise UserError(f"ppo.max_prompt_tokens={ppo.max_prompt_tokens} and ppo.response_tokens={ppo.response_tokens} "
+                        f"exceed the model's {positions} positions: lower one of them")
     reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
     value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
     judge = task_judge if ppo.reward == "judge" else None

@@ -43,3 +43,21 @@ def test_repl_keeps_the_conversation_and_resets(tiny_sft_dir):
 def test_chat_without_a_model_fails_clearly(tmp_path):
     result = run_module("align.chat", "+experiment=tiny", f"paths.root={tmp_path}", "chat.prompt=hi", timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "no model at" in result.stderr
+
+
+def test_a_long_conversation_loses_its_oldest_turns_not_the_session(tiny_sft_dir):
+    """The tiny model has 128 positions: a conversation of 15 turns outgrows them by the fourth or fifth."""
+    too_long = "words " * 200
+    script = f"{PROMPT}\n" * 8 + f"{too_long}\n" + f"{PROMPT}\n" * 7 + "/exit\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "align.chat", "+experiment=tiny", f"paths.root={tiny_sft_dir.parent.parent}",
+         f"chat.model={tiny_sft_dir / 'final'}", "chat.temperature=0"],
+        cwd=REPO, input=script, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(line.startswith("assistant>") for line in result.stdout.splitlines()) == 15
+    assert "the model no longer sees its first" in result.stdout
+    assert "(that message does not fit the model's 128 positions" in result.stdout
+    one_shot = run_module("align.chat", "+experiment=tiny", f"paths.root={tiny_sft_dir.parent.parent}",
+                          f"chat.model={tiny_sft_dir / 'final'}", "chat.prompt=hi", "chat.max_new_tokens=300")
+    assert one_shot.returncode == 2 and "Traceback" not in one_shot.stderr
+    assert "chat.max_new_tokens=300 leaves no room" in one_shot.stderr

@@ -121,6 +121,11 @@ def set_attention_dropout(model, p: float | None) -> None:
     model.config.attn_pdrop = p
 
 
+def context_size(lm) -> int | None:
+    """How many positions the model has (prompt and answer together), where its config says."""
+    return getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+
+
 def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
     """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
 

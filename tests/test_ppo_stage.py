@@ -95,3 +95,12 @@ def test_no_prompt_within_max_prompt_tokens_is_a_clear_error_not_a_hang(rm_ready
                         "ppo.max_prompt_tokens=4", "variant=no-prompt-fits", timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "ppo.max_prompt_tokens=4" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_response_budget_past_the_models_positions_is_refused_before_training(rm_ready, tiny_data_root):
+    # it used to fail with an IndexError at the first update that sampled a long enough response
+    result = run_module("align.ppo", "+experiment=tiny", f"paths.root={rm_ready}", f"paths.data={tiny_data_root}",
+                        "ppo.response_tokens=200", "variant=too-long", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "ppo.response_tokens=200 exceed the model's 128 positions" in result.stderr
+    assert "Traceback" not in result.stderr and not (rm_ready / "tiny" / "ppo-too-long" / "final").exists()

@@ -59,11 +59,31 @@ def test_typo_through_the_real_entry_point_fails_before_any_work(tmp_path):
                                       "ppo.response_tokens=0", "ppo.num_minibatches=0", "ppo.batch_size=0",
                                       "ppo.temperature=0", "ppo.gamma=1.5", "rm.epochs=0", "eval.batch_size=-4",
                                       "ppo.lr_schedule=cosine", "ppo.kl_estimator=k2", "data.on_bad_record=skip",
-                                      "rm.audit_settings.lr=0"])
+                                      "rm.audit_settings.lr=0",
+                                      # each of these used to pass, then fail inside a library after the model loaded
+                                      "sft.logging_steps=0", "rm.dataloader_workers=-1", "sft.lr_scheduler=bogus",
+                                      "pretrain.adam_beta1=1.5", "sft.adam_eps=-1", "sft.attention_dropout=2.0",
+                                      "seed=-1", "seed=99999999999", "ppo.lora.r=0", "sft.save_steps=-5",
+                                      "distributed.mixed_precision=bogus", "rm.audit_settings.lr_scheduler=bogus"])
 def test_a_number_out_of_its_range_fails_naming_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(UserError, match=rf"at key '{re.escape(key)}'"):
         load(compose(["+experiment=tiny", override], stage="ppo"))
+
+
+@pytest.mark.parametrize("overrides, key", [(["sft.epochs=nan", "sft.max_steps=0"], "sft.epochs"),
+                                            (["ppo.algorithm=grpo", "ppo.num_generations=1"], "ppo.num_generations")])
+def test_settings_that_fail_only_together_fail_naming_the_key(overrides, key):
+    with pytest.raises(UserError, match=rf"at key '{re.escape(key)}'"):
+        load(compose(["+experiment=tiny", *overrides], stage="ppo"))
+
+
+def test_the_lr_schedulers_written_out_are_transformers_own():
+    from transformers import SchedulerType
+
+    from align.core.config import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
 
 def test_an_out_of_range_number_through_the_real_entry_point_fails_before_any_work(tmp_path):

@@ -357,21 +357,33 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
-            "chat.max_new_tokens")
-NON_NEGATIVE = ("pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
+            "chat.max_new_tokens", "ppo.lora.r", "ppo.lora.alpha",
+            *(f"{stage}.{key}" for stage in ("pretrain", "sft", "rm") for key in
+              ("adam_eps", "max_grad_norm", "logging_steps", "eval_steps", "save_steps", "save_total_limit")))
+NON_NEGATIVE = ("seed", "pretrain.dataloader_workers", "sft.dataloader_workers", "rm.dataloader_workers",
+                "pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
                 "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
                 "rm.audit_settings.center_rewards_coefficient",
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",
-             "data.world.pretrain_task_fraction", "data.world.two_turn_fraction", "rm.empty_rejected")
+             "data.world.pretrain_task_fraction", "data.world.two_turn_fraction", "rm.empty_rejected",
+             "sft.attention_dropout",
+             *(f"{stage}.{key}" for stage in ("pretrain", "sft", "rm") for key in ("adam_beta1", "adam_beta2")))
+# transformers' SchedulerType, written out: composing a config does not import transformers (tests keep it in step)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
 
 
 CHOICES = {"data.on_bad_record": ("error", "drop"), "ppo.algorithm": ("ppo", "rloo", "grpo", "dpo"),
            "ppo.reward": ("rm", "judge"), "ppo.lr_schedule": ("linear", "constant"), "ppo.kl_estimator": ("k1", "k3"),
            "rm.kind": ("classifier", "implicit"), "rm.audit_kind": ("classifier", "implicit"),
            "ppo.missing_eos_mode": ("replace", "subtract", "none"),
-           "sft.packing_strategy": ("bfd", "bfd_split", "wrapped")}
+           "sft.packing_strategy": ("bfd", "bfd_split", "wrapped"),
+           "distributed.mixed_precision": ("no", "bf16", "fp16"),
+           "pretrain.lr_scheduler": LR_SCHEDULERS, "sft.lr_scheduler": LR_SCHEDULERS, "rm.lr_scheduler": LR_SCHEDULERS,
+           "rm.audit_settings.lr_scheduler": (None, *LR_SCHEDULERS)}
 
 
 def check_ranges(config: Config) -> None:
@@ -393,10 +405,16 @@ def check_ranges(config: Config) -> None:
                 raise UserError(f"invalid config at key {key!r}: {v} must be {expected}")
     for key, allowed in CHOICES.items():
         if value(key) not in allowed:
-            raise UserError(f"invalid config at key {key!r}: {value(key)!r} is not one of {', '.join(allowed)}")
+            raise UserError(f"invalid config at key {key!r}: {value(key)!r} is not one of "
+                            f"{', '.join(map(str, allowed))}")
+    if config.seed >= 2**32:
+        raise UserError(f"invalid config at key 'seed': {config.seed} must be below 2**32 (numpy's seeds)")
+    if config.ppo.algorithm in ("rloo", "grpo") and config.ppo.num_generations < 2:
+        raise UserError(f"invalid config at key 'ppo.num_generations': {config.ppo.algorithm} compares each completion "
+                        f"with the others of its prompt, so it needs at least 2, not {config.ppo.num_generations}")
     for stage in ("pretrain", "sft", "rm"):
         settings = value(stage)
-        if settings.epochs <= 0 and settings.max_steps <= 0:
+        if not settings.epochs > 0 and settings.max_steps <= 0:  # not >: NaN too
             raise UserError(f"invalid config at key '{stage}.epochs': {settings.epochs} must be > 0 "
                             f"(or set {stage}.max_steps > 0)")
 

@@ -32,6 +32,8 @@ CASES = [  # (name, kind, bad line, the message's field and problem)
     ("lone surrogate", "sft", sft_with("ok \ud800"), "messages[1].content: contains a lone UTF-16 surrogate"),
     ("zero-width spaces only", "sft", sft_with("\u200b\u200b"), "messages[1].content: is empty or whitespace"),
     ("escaped NUL", "sft", sft_with("a\x00b"), "messages[1].content: contains a NUL character"),
+    ("a chat marker inside a turn", "sft", sft_with("yo <|im_start|>user\nx"),
+     "messages[1].content: contains <|im_start|>, the chat template's own marker"),
     ("margin NaN", "pair", line({**GOOD_PAIR, "margin": float("nan")}), "margin: must be a finite number, got nan"),
     ("margin Infinity", "pair", line({**GOOD_PAIR, "margin": float("inf")}), "margin: must be a finite number"),
     ("margin true", "pair", line({**GOOD_PAIR, "margin": True}), "margin: must be a number, got bool"),

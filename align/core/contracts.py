@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+from align.core.tokens import IM_END, IM_START, PAD
+
 Problem = tuple[str, str] | None
 ROLES = ("system", "user", "assistant")
 EMPTY = "is empty or whitespace"
@@ -19,13 +21,16 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 def text_problem(text: str) -> str | None:
     """What makes a string unusable as a turn or a text: empty, or characters that are not valid Unicode text (a lone
-    UTF-16 surrogate, which no file can be written with; a NUL)."""
+    UTF-16 surrogate, which no file can be written with; a NUL), or the chat template's own markers, which the tokenizer
+    would read as a turn starting or ending inside the text."""
     if not text.strip().strip(INVISIBLE).strip():
         return EMPTY
     if (found := SURROGATE.search(text)) is not None:
         return f"contains a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), which is not valid Unicode"
     if "\x00" in text:
         return "contains a NUL character"
+    if marker := next((m for m in (IM_START, IM_END, PAD) if m in text), None):
+        return f"contains {marker}, the chat template's own marker: it would become a real turn boundary"
     return None
 
 

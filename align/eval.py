@@ -35,6 +35,7 @@ from align.core.contracts import judged_prompt
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
+from align.runtime.checkpoints import write_atomic
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
 from align.runtime.runs import require_stage_output, run_stage, start_run
 from data_prep.prepare import ensure_prepared
@@ -187,8 +188,12 @@ def evaluate(cfg: Config) -> dict:
     reference_path = models[e.reference]
     tokenizer = load_tokenizer(cfg.model, path=None if reference_path == BASE else reference_path)
     pad_id = tokenizer.pad_token_id
-    kept = [r for r in records
-            if len(chat_ids(tokenizer, r["prompt"], generation_prompt=True)) <= e.max_prompt_tokens]
+    lengths = [len(chat_ids(tokenizer, r["prompt"], generation_prompt=True)) for r in records]
+    kept = [r for r, length in zip(records, lengths) if length <= e.max_prompt_tokens]
+    if not kept:
+        raise UserError(f"none of the {len(records)} prompts of {cfg.data.prompts_eval} fits eval.max_prompt_tokens="
+                        f"{e.max_prompt_tokens}: the shortest has {min(lengths)} tokens; raise eval.max_prompt_tokens "
+                        "(the prompt and eval.max_new_tokens must fit the model's positions), or use shorter prompts")
     dropped_long_prompts = len(records) - len(kept)
     if dropped_long_prompts:
         print0(f"left out {dropped_long_prompts} prompts longer than eval.max_prompt_tokens={e.max_prompt_tokens}")
@@ -348,7 +353,7 @@ def evaluate(cfg: Config) -> dict:
                                                        for i, p in enumerate(prompts[: e.report_samples])],
                      {label: [shown(label, i) for i in range(min(len(prompts), e.report_samples))] for label in rows})
         write_plot(run_dir / "eval.png", results)
-        (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
+        write_atomic(run_dir / "eval.json", json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
         print_table(results)
     return results
 

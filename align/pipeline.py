@@ -108,6 +108,16 @@ def fork_overrides(cfg: Config, stage: str) -> str:
     return " ".join(["variant=NAME", *(f"'paths.{s}=${{paths.root}}/${{run_name}}/{s}-${{variant}}'" for s in shared)])
 
 
+def saved_config(run_dir: Path, stage: str, finished_marker: str) -> dict:
+    """The resolved config a finished stage saved when it started: what its output is checked against."""
+    path = run_dir / "config.resolved.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is damaged: it has {finished_marker}, which marks {stage} finished, but not the "
+                        f"config.resolved.yaml to check its settings against. To train {stage} and the stages after it "
+                        f"again: pipeline.force={stage} (the damaged output is moved to {run_dir.name}.replaced)")
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
 def run_pipeline(cfg: Config) -> dict:
     unknown = [s for s in cfg.pipeline.stages if s not in STAGE_INPUTS]
     if unknown or (cfg.pipeline.force is not None and cfg.pipeline.force not in cfg.pipeline.stages):
@@ -129,7 +139,7 @@ def run_pipeline(cfg: Config) -> dict:
             run_dir.rename(aside)
             print(f"[pipeline] {stage}: forced; the previous output is now {aside}")
         if (run_dir / finished_marker).is_file():
-            made_with = OmegaConf.to_container(OmegaConf.load(run_dir / "config.resolved.yaml"))
+            made_with = saved_config(run_dir, stage, finished_marker)
             difference = first_difference(settings(made_with, sections), settings(current, sections))
             if difference:
                 raise UserError(f"{run_dir} was made with other settings ({difference}). To train {stage} and the "

@@ -22,6 +22,7 @@ from statistics import mean, stdev
 
 from omegaconf import OmegaConf
 
+from align.core.errors import UserError
 from align.evaluation.tables import COLUMNS as EVAL_COLUMNS
 from align.evaluation.tables import markdown_table
 from align.runtime.runs import read_jsonl, update_rows
@@ -111,6 +112,29 @@ def eval_dirs(directory: Path) -> list[Path]:
     return sorted(path.parent for path in directory.glob("**/eval.json") if not path.parent.name.endswith(".replaced"))
 
 
+def redo(eval_dir: Path) -> str:
+    """What to do about an evaluation directory the report cannot read."""
+    return (f"evaluate that run again (python -m align.pipeline with its overrides and pipeline.force=eval), or move "
+            f"{eval_dir} out of the directories given to leave it out of the report")
+
+
+def read_results(eval_dir: Path) -> dict:
+    path = eval_dir / "eval.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is empty or cut short ({error.msg}): {redo(eval_dir)}") from None
+
+
+def read_config(eval_dir: Path):
+    """The evaluation's resolved config: it names the run, the variant and the PPO directory."""
+    path = eval_dir / "config.resolved.yaml"
+    if not path.is_file():
+        raise UserError(f"{eval_dir} has eval.json but no config.resolved.yaml, which names its run, variant and PPO "
+                        f"directory: {redo(eval_dir)}")
+    return OmegaConf.load(path)
+
+
 def collect(directories: list[Path]) -> tuple[list[dict], dict[str, dict]]:
     """Rows of every finished, evaluated run, and the PPO training curve of each (keyed by run/variant/seed)."""
     rows, curves = [], {}
@@ -118,10 +142,10 @@ def collect(directories: list[Path]) -> tuple[list[dict], dict[str, dict]]:
         if not (eval_dir / "eval.json").is_file():
             print(f"skipped {eval_dir}: no eval.json (not evaluated yet)", file=sys.stderr)
             continue
-        results = json.loads((eval_dir / "eval.json").read_text())
+        results = read_results(eval_dir)
         if POLICY not in results.get("models", {}):  # e.g. the reward model's own eval.json
             continue
-        config = OmegaConf.load(eval_dir / "config.resolved.yaml")
+        config = read_config(eval_dir)
         ppo_dir = eval_dir.parent / Path(config.paths.ppo).name  # the stage directories of one run are siblings
         updates = update_rows(read_jsonl(ppo_dir / "metrics.jsonl"))
         row = run_row(results, config.run_name, config.variant, updates)
@@ -205,27 +229,41 @@ def plot_overoptimization(path: Path, curves: dict[str, dict]) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m align.report", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="a sweep directory or run directories (outputs/<run>)")
-    parser.add_argument("--out", type=Path, help="where report.md and the plots go (default: <first dir>/report)")
-    args = parser.parse_args(argv)
-    rows, curves = collect(args.dirs)
+def make_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot write the report into {out}: {'it' if out.is_file() else 'a path above it'} is a "
+                        "file; name a directory with --out") from None
+
+
+def make_report(dirs: list[Path], out: Path) -> None:
+    rows, curves = collect(dirs)
     if not rows:
-        print(f"error: no evaluated PPO run (eval-*/eval.json with a '{POLICY}' model) under "
-              f"{', '.join(map(str, args.dirs))}", file=sys.stderr)
-        return 2
+        raise UserError(f"no evaluated PPO run (eval-*/eval.json with a '{POLICY}' model) under "
+                        f"{', '.join(map(str, dirs))}")
     import matplotlib
 
     matplotlib.use("Agg")
-    out = args.out or args.dirs[0] / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     (out / "report.md").write_text(markdown(rows, aggregate(rows)), encoding="utf-8")
     plot_frontier(out / "frontier.png", rows)
     if curves:
         plot_overoptimization(out / "overoptimization.png", curves)
     print(f"{len(rows)} runs: {out / 'report.md'}, {out / 'frontier.png'}"
           + (f", {out / 'overoptimization.png'}" if curves else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m align.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="a sweep directory or run directories (outputs/<run>)")
+    parser.add_argument("--out", type=Path, help="where report.md and the plots go (default: <first dir>/report)")
+    args = parser.parse_args(argv)
+    try:
+        make_report(args.dirs, args.out or args.dirs[0] / "report")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

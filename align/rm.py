@@ -30,6 +30,7 @@ from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
+from align.runtime.checkpoints import write_atomic
 from align.runtime.distributed import drop_launcher_arguments, forget_accelerator, main_process_first
 from align.runtime.runs import MetricsLog, finish_run, require_stage_output, run_stage, start_run
 from data_prep.prepare import ensure_prepared
@@ -146,7 +147,7 @@ def train(cfg: Config) -> dict:
                "dropped_too_long": too_long,
                "dropped_records": {r.path: dict(r.dropped) for r in (train_report, eval_report)}}
     if is_main_process():
-        (run_dir / "eval.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        write_atomic(run_dir / "eval.json", json.dumps(evaluation, indent=2) + "\n")
     finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
     return metrics
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from align.runtime import checkpoints
 
 
@@ -50,3 +52,28 @@ def test_remove_old_keeps_the_newest_complete_ones(tmp_path):
     assert newest_unfinished.exists()
     checkpoints.remove_old(tmp_path, keep=0)  # 0 keeps all
     assert len(checkpoints.numbered(tmp_path)) == 3
+
+
+def test_write_atomic_replaces_the_whole_file_or_leaves_the_old_one(tmp_path):
+    """What the pipeline and the report trust as finished (metrics.json, eval.json) is never seen half written."""
+    path = tmp_path / "metrics.json"
+    checkpoints.write_atomic(path, '{"old": 1}\n')
+    with pytest.raises(TypeError):
+        checkpoints.write_atomic(path, object())  # a write that fails midway, as a kill would stop it
+    assert path.read_text() == '{"old": 1}\n'
+    checkpoints.write_atomic(path, '{"new": 2}\n')
+    assert path.read_text() == '{"new": 2}\n'
+
+
+def test_resume_forgets_a_metrics_line_cut_short_by_the_kill(tmp_path, capsys):
+    from align.runtime.runs import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write(1, {"loss": 1.0})
+    log.write(2, {"loss": 0.5})
+    with open(log.path, "a") as f:
+        f.write('{"step": 3, "lo')
+    log.keep_first(2)
+    log.write(3, {"loss": 0.25})
+    assert [row["step"] for row in log.rows()] == [1, 2, 3]
+    assert f"left out line 3 of {log.path}" in capsys.readouterr().err

@@ -205,3 +205,18 @@ def test_the_evaluation_scores_with_the_audit_rm_and_reads_each_rms_accuracy_fro
     assert sft["audit_rm_score"] != pytest.approx(sft["rm_score"])  # another model's scores, not the training RM's
     assert sft["audit_rm_win_rate"] == 0.5 and ppo["audit_rm_win_rate"] != ppo["rm_win_rate"]
     assert "The audit RM sees 50% of a real gain" in (tmp_path / "tiny" / "eval-baseline" / "report.md").read_text()
+
+
+def test_no_prompt_short_enough_is_an_error_naming_the_file_the_limit_and_the_key(tiny_data_root, tokenizer, tmp_path):
+    from helpers import tiny_config
+
+    from align.core.errors import UserError
+    from align.eval import evaluate
+
+    tokenizer.save_pretrained(tmp_path / "sft")
+    cfg = tiny_config(f"paths.data={tiny_data_root}", f"paths.root={tmp_path}", "eval.models.base=null",
+                      "eval.models.ppo=null", f"eval.models.sft={tmp_path / 'sft'}", "eval.reward_model=null",
+                      "eval.max_prompt_tokens=2", stage="eval")
+    with pytest.raises(UserError, match=r"none of the 200 prompts of .*/prompts\.eval\.jsonl fits eval\.max_prompt_"
+                                        r"tokens=2: the shortest has \d+ tokens; raise eval\.max_prompt_tokens"):
+        evaluate(cfg)

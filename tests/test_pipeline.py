@@ -69,6 +69,18 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
     assert "pipeline stages are pretrain, sft, rm, rm_audit, ppo, eval" in result.stderr
 
 
+def test_a_finished_stage_without_its_saved_config_is_damaged_and_force_is_the_way_out(tmp_path):
+    """A stage's finished-marker without the config it is checked against: the pipeline can neither trust nor
+    compare it, so it stops before any work, naming the directory and the override that trains it again."""
+    (tmp_path / "pz" / "sft").mkdir(parents=True)
+    (tmp_path / "pz" / "sft" / "metrics.json").write_text("{}\n")
+    result = run_module("align.pipeline", "+experiment=tiny", f"paths.root={tmp_path}", "run_name=pz",
+                        "pipeline.stages=[sft,rm]", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {tmp_path / 'pz' / 'sft'} is damaged: it has metrics.json")
+    assert "pipeline.force=sft" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_orders_base_sft_ppo_on_the_gold_judge(tiny_pipeline):
     """The README's main job: the gold judge ranks base < SFT < PPO on the held-out prompts. The margins sit below

@@ -4,6 +4,8 @@ A stage writes `checkpoint-<step>/` (the Trainer's files, or PPO's), flushes eve
 marker, which also records how many metrics.jsonl lines the run had logged by then. A directory without the marker
 was cut short (killed while it was written) and is never resumed from.
 Old checkpoints lose their marker before their files, so a deletion cut short leaves a directory that is ignored.
+A stage's own markers of a finished run (metrics.json, eval.json) and the config they are checked against are written
+the same way, whole or not at all (write_atomic).
 """
 
 from __future__ import annotations
@@ -39,11 +41,7 @@ def mark_complete(checkpoint: Path, metrics_rows: int) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    with open(checkpoint / MARKER, "w") as f:
-        f.write(json.dumps({"metrics_rows": metrics_rows}) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(checkpoint)
+    write_atomic(checkpoint / MARKER, json.dumps({"metrics_rows": metrics_rows}) + "\n")
 
 
 def metrics_rows(checkpoint: Path) -> int:
@@ -58,6 +56,19 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file next to `path`, flush it to disk, then rename it into place: a reader (the
+    pipeline skipping a finished stage, resume, the report) sees the whole file or none, never one cut short by a
+    kill or a crash."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def newest_complete(run_dir: Path) -> Path | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -14,9 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from align.core.config import Config, load, to_yaml
-from align.core.console import is_main_process
+from align.core.console import is_main_process, print0
 from align.core.errors import UserError
 from align.runtime.allocator import keep_freed_memory
+from align.runtime.checkpoints import write_atomic
 from align.runtime.distributed import join_processes, leave_processes
 from align.runtime.preemption import PREEMPTED, Preempted, stop_request
 
@@ -57,7 +57,7 @@ def start_run(run_dir: Path, config: Config) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not is_main_process():
         return
-    (run_dir / "config.resolved.yaml").write_text(to_yaml(config))
+    write_atomic(run_dir / "config.resolved.yaml", to_yaml(config))
     (run_dir / "provenance.json").write_text(json.dumps(provenance(config), indent=2) + "\n")
 
 
@@ -110,16 +110,32 @@ class MetricsLog:
         again what followed it; a checkpoint records how many lines there were when it was written."""
         if not is_main_process() or not self.path.is_file():
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.rows()[:rows]), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in self.rows()[:rows]))
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The objects of a JSON-lines file, [] if there is no file."""
+    """The objects of a JSON-lines file, [] if there is no file. Its last line may be cut short, by a run killed while
+    appending it (MetricsLog): that line is left out, with a warning. Any other line that is not JSON is an error."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    rows = [json_line(path, n, line) for n, line in lines[:-1]]
+    if lines:
+        n, last = lines[-1]
+        try:
+            rows.append(json.loads(last))
+        except json.JSONDecodeError:
+            print0(f"warning: left out line {n} of {path}, the last, which is cut short (the run writing it was "
+                   "killed)", file=sys.stderr)
+    return rows
+
+
+def json_line(path: Path, n: int, line: str) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"line {n} of {path} is not JSON ({error.msg}): the file is damaged (a kill can cut short "
+                        "only the last line); delete that line, or train the stage again") from None
 
 
 def update_rows(metrics_rows: list[dict]) -> list[dict]:
@@ -134,5 +150,5 @@ def finish_run(run_dir: Path, metrics_log: MetricsLog, step: int, stage: str, me
         return
     numbers = {f"{stage}/final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
     metrics_log.write(step, numbers)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

@@ -27,6 +27,27 @@ def test_a_signal_is_recorded_not_acted_on(signum):
             signal.signal(s, handler)
 
 
+@pytest.mark.parametrize("preemptible", [True, False])
+def test_ctrl_c_ends_a_stage_with_one_line_and_the_shells_status(preemptible, capsys):
+    from align.core.config import compose
+    from align.runtime.runs import run_stage
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_stage(interrupted, compose(["+experiment=tiny"], stage="sft"), preemptible=preemptible)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert exit_.value.code == 130
+    message = capsys.readouterr().err
+    assert message.startswith("interrupted") and message.count("\n") == 1
+    assert ("re-run the same command to resume" in message) == preemptible  # a chat has nothing to resume
+
+
 def logged_steps(run_dir, key: str) -> list[int]:
     path = run_dir / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

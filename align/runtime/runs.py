@@ -26,8 +26,8 @@ PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "d
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
     """Validate the config, join the launcher's processes, then train, with freed CPU memory kept for reuse
     (align.runtime.allocator); a UserError becomes one message on stderr and exit status 2, a pre-emption
-    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED. A preemptible stage records SIGTERM/SIGUSR1 from here
-    on, and must act on them (align.runtime.preemption)."""
+    (SIGTERM/SIGUSR1, checkpoint written) exit status PREEMPTED, Ctrl-C one line and 130 (the shell's own). A
+    preemptible stage records SIGTERM/SIGUSR1 from here on, and must act on them (align.runtime.preemption)."""
     keep_freed_memory()
     if preemptible:
         stop_request()
@@ -41,6 +41,10 @@ def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: boo
     except Preempted as stopped:
         print(f"pre-empted: {stopped}; re-run the same command to resume", file=sys.stderr)
         sys.exit(PREEMPTED)
+    except KeyboardInterrupt:  # Ctrl-C: no checkpoint of this moment, but nothing half-written is ever resumed from
+        print("interrupted" + (": re-run the same command to resume from the last complete checkpoint (SIGTERM or "
+                               "SIGUSR1 writes one before stopping)" if preemptible else ""), file=sys.stderr)
+        sys.exit(130)
     leave_processes()
     return results
 

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from align.core.config import Config
+from align.core.contracts import training_row
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
@@ -79,8 +80,8 @@ def train(cfg: Config) -> dict:
         False,
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_records),
-        eval_dataset=Dataset.from_list(eval_records),
+        train_dataset=Dataset.from_list([training_row(r, "text") for r in train_records]),
+        eval_dataset=Dataset.from_list([training_row(r, "text") for r in eval_records]),
         processing_class=tokenizer,
         callbacks=stage_callbacks(metrics_log, "pretrain", s),
     )

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from align.core.config import Config
 from align.core.console import is_main_process, print0
+from align.core.contracts import training_row
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
@@ -91,7 +92,8 @@ def train(cfg: Config) -> dict:
                         f"{n_eval} held-out pairs, {n_reference} demonstrations before")
 
     # TRL tokenises the pairs it is given as messages; the datasets it made for the first restart serve the others
-    datasets = {"train": Dataset.from_list(train_pairs), "eval": Dataset.from_list(eval_pairs)}
+    datasets = {split: Dataset.from_list([training_row(p, "pair") for p in pairs])
+                for split, pairs in (("train", train_pairs), ("eval", eval_pairs))}
 
     def fit_restart(k: int) -> tuple:
         out_dir = run_dir if s.restarts == 1 else run_dir / f"restart-{k}"

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from align.core.config import Config
 from align.core.console import print0
+from align.core.contracts import training_row
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids
@@ -80,8 +81,8 @@ def train(cfg: Config) -> dict:
         cfg.sft.trl_fused_lm_head,
         model=model,
         args=SFTConfig(**sft_arguments(cfg, run_dir)),
-        train_dataset=Dataset.from_list(train_records),
-        eval_dataset=Dataset.from_list(eval_records),
+        train_dataset=Dataset.from_list([training_row(r, "sft") for r in train_records]),
+        eval_dataset=Dataset.from_list([training_row(r, "sft") for r in eval_records]),
         processing_class=tokenizer,
         callbacks=stage_callbacks(metrics_log, "sft", cfg.sft),
     )

@@ -186,3 +186,22 @@ def test_a_missing_local_model_or_tokenizer_is_named_as_missing_not_sent_to_the_
 
     with pytest.raises(UserError, match=f"no such directory {name} \\(model.tokenizer"):
         load_local_or_hub(load, name, "tokenizer", "model.tokenizer")
+
+
+def test_extra_fields_of_mixed_types_never_reach_a_trainers_table():
+    """A file may carry fields of its own (a source, an id, a message's name) whose type changes from record to
+    record; pyarrow, under every TRL trainer's dataset, refuses such a column."""
+    from datasets import Dataset
+
+    from align.core.contracts import training_row
+
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    records = [{"messages": [{**turns[0], "name": 1}, turns[1]], "meta": 1},
+               {"messages": [{**turns[0], "name": "x"}, turns[1]], "meta": "x"}]
+    with pytest.raises(Exception):  # what the stages used to hand TRL
+        Dataset.from_list(records)
+    table = Dataset.from_list([training_row(r, "sft") for r in records])
+    assert table.column_names == ["messages"] and table[1]["messages"] == turns
+    pair = {"prompt": turns[:1], "chosen": turns[1:], "rejected": [{"role": "assistant", "content": "no"}],
+            "margin": 1.0, "source": 3}
+    assert training_row(pair, "pair") == {k: pair[k] for k in ("prompt", "chosen", "rejected", "margin")}

@@ -137,3 +137,14 @@ def reason(problem: tuple[str, str]) -> str:
 
 
 CHECKS = {"sft": check_sft, "pair": check_pair, "prompt": check_prompt, "text": check_text}
+FIELDS = {"sft": ("messages",), "pair": ("prompt", "chosen", "rejected", "margin"), "prompt": ("prompt",),
+          "text": ("text",)}
+
+
+def training_row(record: dict, kind: str) -> dict:
+    """What a trainer reads of a checked record: its contract's fields, each message only its role and content. A
+    trainer's table (pyarrow) needs one type per column, and the extra fields a file may carry need not have one."""
+    def field(value):
+        return [{"role": m["role"], "content": m["content"]} for m in value] if isinstance(value, list) else value
+
+    return {key: field(record[key]) for key in FIELDS[kind] if key in record}

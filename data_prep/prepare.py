@@ -48,6 +48,8 @@ def ensure_prepared(data: DataConfig, files: list[str | None]) -> None:
         if file is None or Path(file).is_file():
             continue
         key = " and ".join(f"data.{k}" for k, value in vars(data).items() if value == file)
+        if Path(file).is_dir():
+            raise UserError(f"{f'{key}: ' if key else ''}{file} is a directory: name a JSONL data file in it")
         maker = built.get(Path(file).resolve().parent)
         why = (f"data.{'sources' if maker in data.sources else 'mixtures'}.{maker} was built without it (see its "
                f"{MANIFEST})" if maker else f"no source or mixture of data={data.name} builds it")

@@ -260,3 +260,9 @@ def test_a_recipe_gets_every_override_the_command_line_gives(monkeypatch):
     assert seen == [["paths.data=/tmp/d", "data.world.n_sft=100", "seed=3"]]
     with pytest.raises(UserError, match="KEY=VALUE.*dolly"):
         command_line.main(["--recipe", "slices", "dolly"])
+
+
+def test_a_data_file_key_naming_a_directory_says_so(tmp_path):
+    data = tiny_config("data=files", f"data.dir={tmp_path}", f"data.sft_train={tmp_path}").data
+    with pytest.raises(UserError, match=f"data.sft_train: {tmp_path} is a directory: name a JSONL data file in it"):
+        ensure_prepared(data, [data.sft_train])

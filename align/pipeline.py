@@ -31,17 +31,10 @@ from align.core.errors import UserError
 from align.rm import audit_config
 from align.runtime.distributed import barrier, drop_launcher_arguments, forget_accelerator
 from align.runtime.preemption import Preempted, stop_request
-from align.runtime.runs import run_stage
+from align.runtime.runs import STAGE_SECTIONS, first_difference, run_stage, settings
 
-# What decides a stage's result (the config sections it reads, cumulatively), and the file it writes last.
-STAGE_INPUTS = {
-    "pretrain": (("seed", "model", "data", "pretrain"), "metrics.json"),
-    "sft": (("seed", "model", "data", "pretrain", "sft"), "metrics.json"),
-    "rm": (("seed", "model", "data", "pretrain", "sft", "rm"), "metrics.json"),
-    "rm_audit": (("seed", "model", "data", "pretrain", "sft", "rm"), "metrics.json"),  # align.rm on data.prefs_audit
-    "ppo": (("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo"), "metrics.json"),
-    "eval": (("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo", "eval"), "eval.json"),
-}
+# The file each stage writes last: its output is finished once that file exists.
+FINISHED_MARKER = {stage: "eval.json" if stage == "eval" else "metrics.json" for stage in STAGE_SECTIONS}
 
 
 def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
@@ -59,45 +52,6 @@ def stage_entry(stage: str, algorithm: str) -> Callable[[Config], dict]:
     else:
         from align.eval import evaluate as train
     return train
-
-
-# Keys of the rm section that only the audit RM reads, and that audit_config writes into that section's own keys
-# (kind, epochs, lr, ...) before the audit RM trains: compared there, they would only make other stages look stale.
-AUDIT_ONLY = ("audit_kind", "audit_settings")
-
-
-def settings(config: dict, sections: tuple[str, ...]) -> dict:
-    """The sections of a resolved config that decide a stage's result, with paths under the run's output and data
-    roots written relative to them (moving outputs or data elsewhere does not change a result), and without the audit
-    RM's own keys."""
-    roots = {config["paths"][name].rstrip("/") + "/": f"${{paths.{name}}}/" for name in ("root", "data")}
-
-    def relative(value):
-        if isinstance(value, dict):
-            return {k: relative(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [relative(v) for v in value]
-        if isinstance(value, str):
-            for root, placeholder in roots.items():
-                if value.startswith(root):
-                    return placeholder + value[len(root):]
-        return value
-
-    chosen = {key: relative(config[key]) for key in sections}
-    if "rm" in chosen:
-        chosen["rm"] = {k: v for k, v in chosen["rm"].items() if k not in AUDIT_ONLY}
-    return chosen
-
-
-def first_difference(old, new, key: str = "") -> str | None:
-    """The dotted key of the first value that differs between two nested dicts, with both values; None if equal."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            found = first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
-            if found:
-                return found
-        return None
-    return None if old == new else f"{key}: {old!r} then, {new!r} now"
 
 
 def fork_overrides(cfg: Config, stage: str) -> str:
@@ -119,9 +73,9 @@ def saved_config(run_dir: Path, stage: str, finished_marker: str) -> dict:
 
 
 def run_pipeline(cfg: Config) -> dict:
-    unknown = [s for s in cfg.pipeline.stages if s not in STAGE_INPUTS]
+    unknown = [s for s in cfg.pipeline.stages if s not in STAGE_SECTIONS]
     if unknown or (cfg.pipeline.force is not None and cfg.pipeline.force not in cfg.pipeline.stages):
-        raise UserError(f"pipeline stages are {', '.join(STAGE_INPUTS)}; got stages={cfg.pipeline.stages}, "
+        raise UserError(f"pipeline stages are {', '.join(STAGE_SECTIONS)}; got stages={cfg.pipeline.stages}, "
                         f"force={cfg.pipeline.force}")
     if "rm_audit" in cfg.pipeline.stages and cfg.data.prefs_audit is None:  # before any stage runs, not after two
         raise UserError("pipeline stage rm_audit needs pairs of its own (data.prefs_audit is null): set it, or leave "
@@ -129,7 +83,7 @@ def run_pipeline(cfg: Config) -> dict:
     forced = cfg.pipeline.stages[cfg.pipeline.stages.index(cfg.pipeline.force):] if cfg.pipeline.force else []
     timings = {}
     for stage in cfg.pipeline.stages:
-        sections, finished_marker = STAGE_INPUTS[stage]
+        sections, finished_marker = STAGE_SECTIONS[stage], FINISHED_MARKER[stage]
         stage_cfg = audit_config(cfg) if stage == "rm_audit" else cfg
         current = OmegaConf.to_container(OmegaConf.structured(stage_cfg))
         run_dir = Path(getattr(cfg.paths, stage))

@@ -86,7 +86,7 @@ def train(cfg: Config) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.distributed.mixed_precision)
     deepspeed_settings(accelerator, ppo.batch_size // ppo.num_minibatches, ppo.max_grad_norm)
     run_dir = Path(cfg.paths.ppo)
-    start_run(run_dir, cfg)
+    start_run(run_dir, cfg, "ppo")
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
     stop = stop_request()  # SIGTERM/SIGUSR1: finish the update, checkpoint, exit PREEMPTED
 

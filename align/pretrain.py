@@ -51,7 +51,7 @@ def train(cfg: Config) -> dict:
         raise UserError("pretraining needs plain text: set data.pretrain_train and data.pretrain_eval to JSONL files "
                         'of {"text": ...} records (the tiny worlds write them)')
     run_dir = Path(cfg.paths.pretrain)
-    start_run(run_dir, cfg)
+    start_run(run_dir, cfg, "pretrain")
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 

@@ -51,7 +51,7 @@ def train(cfg: Config) -> dict:
     run_dir = Path(cfg.paths.rm)
     s = cfg.rm
     require_stage_output(s.init_from, cfg.paths.root, "run `python -m align.sft` with the same overrides first")
-    start_run(run_dir, cfg)
+    start_run(run_dir, cfg, "rm")
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
     if s.restarts > 1:  # the restarts log their steps in their own directories; this log gets the final row only

@@ -47,7 +47,7 @@ def train(cfg: Config) -> dict:
     )
 
     run_dir = Path(cfg.paths.sft)
-    start_run(run_dir, cfg)
+    start_run(run_dir, cfg, "sft")
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 

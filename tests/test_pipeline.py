@@ -9,7 +9,8 @@ import pytest
 from helpers import run_module, tiny_config
 from omegaconf import OmegaConf
 
-from align.pipeline import first_difference, fork_overrides, settings
+from align.pipeline import fork_overrides
+from align.runtime.runs import first_difference, settings
 
 
 def resolved(root: str, data: str, lr: float) -> dict:

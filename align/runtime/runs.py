@@ -10,17 +10,40 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from align.core.config import Config, load, to_yaml
 from align.core.console import is_main_process, print0
 from align.core.errors import UserError
+from align.runtime import checkpoints
 from align.runtime.allocator import keep_freed_memory
-from align.runtime.checkpoints import write_atomic
 from align.runtime.distributed import join_processes, leave_processes
 from align.runtime.preemption import PREEMPTED, Preempted, stop_request
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "deepspeed", "hydra-core")
+
+# What decides a stage's result: the config sections it reads, cumulatively. align.pipeline does not reuse a finished
+# stage made with other ones, and start_run does not resume a checkpoint made with other ones.
+STAGE_SECTIONS = {
+    "pretrain": ("seed", "model", "data", "pretrain"),
+    "sft": ("seed", "model", "data", "pretrain", "sft"),
+    "rm": ("seed", "model", "data", "pretrain", "sft", "rm"),
+    "rm_audit": ("seed", "model", "data", "pretrain", "sft", "rm"),  # align.rm on data.prefs_audit
+    "ppo": ("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo"),
+    "eval": ("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo", "eval"),
+}
+
+# Keys of the rm section that only the audit RM reads, and that audit_config writes into that section's own keys
+# (kind, epochs, lr, ...) before the audit RM trains: compared there, they would only make other stages look stale.
+AUDIT_ONLY = ("audit_kind", "audit_settings")
+
+# Keys of those sections that a resume may change: how often a run logs, evaluates and saves, and how it fits the
+# machine it resumes on, none of which changes a weight; and, in the resumed stage's own section only, the step cap a
+# resume raises to train on (an earlier stage's cap changed the model this one starts from or scores with).
+NOT_TRAINED = ("logging_steps", "eval_steps", "save_steps", "save_every", "save_total_limit", "log_every",
+               "gold_eval_every", "gold_eval_prompts", "eval_batch_size", "dataloader_workers",
+               "gradient_checkpointing", "resume")
+STEP_CAPS = ("max_steps", "total_episodes")
 
 
 def run_stage(train: Callable[[Config], dict], cfg: DictConfig, preemptible: bool = True) -> dict:
@@ -56,13 +79,77 @@ def require_stage_output(path: str, root: str, how_to_make_it: str) -> None:
         raise UserError(f"no model at {path}: {how_to_make_it}")
 
 
-def start_run(run_dir: Path, config: Config) -> None:
-    """Write what produced this run next to its outputs: resolved config, git commit, package versions, seed."""
+def start_run(run_dir: Path, config: Config, stage: str | None = None) -> None:
+    """Write what produced this run next to its outputs: resolved config, git commit, package versions, seed. A stage
+    that resumes from checkpoints names itself (its config section), and is first refused a checkpoint made with other
+    settings (require_resumable)."""
+    if stage is not None:
+        require_resumable(run_dir, config, stage)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not is_main_process():
         return
-    write_atomic(run_dir / "config.resolved.yaml", to_yaml(config))
+    checkpoints.write_atomic(run_dir / "config.resolved.yaml", to_yaml(config))  # other processes may read it
     (run_dir / "provenance.json").write_text(json.dumps(provenance(config), indent=2) + "\n")
+
+
+def require_resumable(run_dir: Path, config: Config, stage: str) -> None:
+    """Stop before anything is written when `stage` would resume a checkpoint in run_dir made with settings that
+    decide what it trains other than these: it would train on from it and record these in config.resolved.yaml, where
+    align.pipeline reads what its output was made with. The RM's restarts keep their checkpoints in restart-k/."""
+    saved = run_dir / "config.resolved.yaml"
+    found = [c for d in (run_dir, *sorted(run_dir.glob("restart-*"))) if (c := checkpoints.newest_complete(d))]
+    if not getattr(config, stage).resume or not found or not saved.is_file():
+        return
+
+    def trained(resolved: dict) -> dict:
+        chosen = settings(resolved, STAGE_SECTIONS[stage])
+        return {section: {k: v for k, v in value.items()
+                          if k not in NOT_TRAINED and not (section == stage and k in STEP_CAPS)}
+                if isinstance(value, dict) else value for section, value in chosen.items()}
+
+    changed = differences(trained(OmegaConf.to_container(OmegaConf.load(saved))),
+                          trained(OmegaConf.to_container(OmegaConf.structured(config))))
+    if changed:
+        raise UserError(f"{found[-1]} was written with other settings ({'; '.join(changed)}): resuming from it would "
+                        f"mix two runs in one model and record only these. To resume it, run with the settings in "
+                        f"{saved}; to train with these, use another run_name, or start {run_dir} over with "
+                        f"{stage}.resume=false (it removes the checkpoints) or by deleting it")
+
+
+def settings(config: dict, sections: tuple[str, ...]) -> dict:
+    """The sections of a resolved config that decide a stage's result, with paths under the run's output and data
+    roots written relative to them (moving outputs or data elsewhere does not change a result), and without the audit
+    RM's own keys."""
+    roots = {config["paths"][name].rstrip("/") + "/": f"${{paths.{name}}}/" for name in ("root", "data")}
+
+    def relative(value):
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str):
+            for root, placeholder in roots.items():
+                if value.startswith(root):
+                    return placeholder + value[len(root):]
+        return value
+
+    chosen = {key: relative(config[key]) for key in sections}
+    if "rm" in chosen:
+        chosen["rm"] = {k: v for k, v in chosen["rm"].items() if k not in AUDIT_ONLY}
+    return chosen
+
+
+def differences(old, new, key: str = "") -> list[str]:
+    """Every dotted key whose value differs between two nested dicts, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [found for k in sorted(set(old) | set(new))
+                for found in differences(old.get(k), new.get(k), f"{key}.{k}" if key else k)]
+    return [] if old == new else [f"{key}: {old!r} then, {new!r} now"]
+
+
+def first_difference(old, new) -> str | None:
+    """The first of `differences`, or None if the dicts are equal."""
+    return next(iter(differences(old, new)), None)
 
 
 def provenance(config: Config) -> dict:
@@ -114,7 +201,7 @@ class MetricsLog:
         again what followed it; a checkpoint records how many lines there were when it was written."""
         if not is_main_process() or not self.path.is_file():
             return
-        write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in self.rows()[:rows]))
+        checkpoints.write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in self.rows()[:rows]))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -154,5 +241,5 @@ def finish_run(run_dir: Path, metrics_log: MetricsLog, step: int, stage: str, me
         return
     numbers = {f"{stage}/final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
     metrics_log.write(step, numbers)
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    checkpoints.write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

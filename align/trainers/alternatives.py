@@ -63,7 +63,7 @@ def train(cfg: Config) -> dict:
     if s.algorithm in ONLINE and s.batch_size % s.num_generations:
         raise UserError(f"ppo.batch_size={s.batch_size} is not divisible by ppo.num_generations={s.num_generations}")
     run_dir = Path(cfg.paths.ppo)
-    start_run(run_dir, cfg)
+    start_run(run_dir, cfg, "ppo")
     log_tensorboard_to(run_dir)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
 

@@ -12,6 +12,7 @@ context (said when it happens; `/history` still shows them).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import hydra
@@ -73,10 +74,11 @@ def chat(cfg: Config) -> dict:
         "chat.model")
     start = [{"role": "system", "content": cfg.chat.system}] if cfg.chat.system else []
     positions = context_size(model) or sys.maxsize
+    if cfg.chat.max_new_tokens > positions // 2:  # half the positions stay for the conversation
+        cfg = dataclasses.replace(cfg, chat=dataclasses.replace(cfg.chat, max_new_tokens=positions // 2))
+        print(f"(chat.max_new_tokens lowered to {positions // 2}: the model has {positions} positions)",
+              file=sys.stderr)
     room = positions - cfg.chat.max_new_tokens  # for the prompt, once the reply has its tokens
-    if room <= 0:
-        raise UserError(f"chat.max_new_tokens={cfg.chat.max_new_tokens} leaves no room for a prompt in the model's "
-                        f"{positions} positions")
     too_long = (f"does not fit the model's {positions} positions with chat.max_new_tokens={cfg.chat.max_new_tokens}"
                 " (ask for fewer new tokens, or say it shorter)")
 

@@ -203,7 +203,8 @@ def evaluate(cfg: Config) -> dict:
     turns = 1 + max(map(len, followups), default=0)
 
     def load_lm(name: str):
-        return load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from if name == BASE else name, cfg.seed)
+        return load_causal_lm(cfg.model, tokenizer, cfg.sft.init_from if name == BASE else name, cfg.seed,
+                              "eval.models (base: sft.init_from)")
 
     # the evaluation's rows: a model zero-shot, or once per number of examples eval.shots gives it, and a zero-shot
     # chat row once more for each later turn of the prompts that have follow-ups (MT-bench's second turn)
@@ -268,9 +269,10 @@ def evaluate(cfg: Config) -> dict:
 
     # 3. the reward model's score of every response
     rm_scores, audit_scores = {}, {}
-    for scores, path in ((rm_scores, e.reward_model), (audit_scores, e.audit_reward_model)):
+    for scores, path, key in ((rm_scores, e.reward_model, "eval.reward_model"),
+                              (audit_scores, e.audit_reward_model, "eval.audit_reward_model")):
         if path is not None:
-            rm = load_reward_scorer(cfg.model, tokenizer, path, cfg.seed)
+            rm = load_reward_scorer(cfg.model, tokenizer, path, cfg.seed, key)
             scores.update({row: reward_scores(rm, completions[row], pad_id, e.batch_size).tolist()
                            for row in rows})
             del rm

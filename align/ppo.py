@@ -117,13 +117,14 @@ def train(cfg: Config) -> dict:
 
     # Models: policy and reference from SFT, value from the RM, the RM frozen; dropout off in all four. With LoRA the
     # reference is the policy with its adapter disabled.
-    policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
+    policy = load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed, "ppo.policy_init")
     positions = context_size(policy)
     if positions is not None and ppo.max_prompt_tokens + ppo.response_tokens > positions:
         raise UserError(f"ppo.max_prompt_tokens={ppo.max_prompt_tokens} and ppo.response_tokens={ppo.response_tokens} "
                         f"exceed the model's {positions} positions: lower one of them")
-    reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed)
-    value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed)
+    reference = None if ppo.lora.enabled else load_causal_lm(cfg.model, tokenizer, ppo.policy_init, cfg.seed,
+                                                                "ppo.policy_init")
+    value = load_reward_model(cfg.model, tokenizer, ppo.value_init, cfg.seed, "ppo.value_init")
     judge = task_judge if ppo.reward == "judge" else None
     if ppo.reward == "judge" and judge is None:
         raise UserError("ppo.reward=judge needs the task's gold judge: data.judge is null")

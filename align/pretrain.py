@@ -63,7 +63,7 @@ def train(cfg: Config) -> dict:
 
     # 2. model and tokenizer: the chat tokens are in the vocabulary already, for SFT; plain text never uses them
     tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, tokenizer, s.init_from, cfg.seed)
+    model = load_causal_lm(cfg.model, tokenizer, s.init_from, cfg.seed, "pretrain.init_from")
 
     # 3. trainer: every token of the text in the loss, the EOS that ends each document included
     last = last_checkpoint(run_dir, s.resume)

@@ -137,9 +137,9 @@ def train(cfg: Config) -> dict:
                          for check in evaluation["checks_at_chance"])
         print0(f"warning: on the held-out pairs that differ in one check only, this RM agrees with the gold judge no "
                f"more often than chance on {weak}: PPO cannot learn those checks from it. The implicit reward model "
-               "(rm.kind=implicit, the tiny experiment's; PPO against it at ppo.kl_coef >= rm.beta) reads copies a "
-               "classifier misses; another RM seed may learn them (rm.restarts=2 keeps the better of two by held-out "
-               "accuracy; docs/ablations.md)")
+               "(rm.kind=implicit, the tiny experiment's; PPO against it at ppo.kl_coef >= rm.beta x ppo.temperature) "
+               "reads copies a classifier misses; another RM seed may learn them (rm.restarts=2 keeps the better of "
+               "two by held-out accuracy; docs/ablations.md)")
     if s.restarts > 1:
         evaluation["restarts"] = {"chosen": chosen, "seeds": [r["seed"] for r in restarts],
                                   "accuracy": [r["accuracy"] for r in restarts]}
@@ -201,7 +201,7 @@ def implicit_trainer(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed
     if not Path(s.init_from).is_dir():
         raise UserError(f"rm.kind=implicit scores against the model it starts from, so rm.init_from must be a local "
                         f"directory (an SFT model's final/): {s.init_from!r} is not")
-    policy, reference = (load_causal_lm(cfg.model, tokenizer, s.init_from, seed) for _ in range(2))
+    policy, reference = (load_causal_lm(cfg.model, tokenizer, s.init_from, seed, "rm.init_from") for _ in range(2))
     reference.requires_grad_(False)
     reference.eval()
     args = DPOConfig(**stage_setup.trainer_arguments(

@@ -83,7 +83,7 @@ def test_the_same_directories_spelled_otherwise_resume(tmp_path, monkeypatch):
 
 def test_starting_over_or_a_checkpoint_cut_short_is_no_resume(tmp_path):
     run_dir = preempted(tmp_path)
-    start_run(run_dir, config(tmp_path, "sft.lr=1e-5", "sft.resume=false"), "sft")  # its checkpoints are removed
+    start_run(run_dir, config(tmp_path, "sft.lr=1e-5", "sft.resume=false"), "sft")  # the stage removes them
     (run_dir / "checkpoint-270" / checkpoints.MARKER).unlink()  # never resumed from, and removed
     start_run(run_dir, config(tmp_path, "sft.lr=1e-4"), "sft")
 

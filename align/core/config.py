@@ -169,7 +169,7 @@ class AuditRMSettings:
 class RMSettings(TrainerSettings):
     kind: str  # "classifier" (a scalar head read at the EOS, Bradley-Terry) or "implicit" (DPO's loss: beta x the
     # reply's log-ratio to the SFT model; align.modeling.implicit_reward)
-    beta: float  # the implicit reward's beta; PPO against it needs ppo.kl_coef >= beta
+    beta: float  # the implicit reward's beta; PPO against it needs ppo.kl_coef >= beta x ppo.temperature
     center_rewards_coefficient: float | None  # c * mean((r_chosen + r_rejected)^2) added to the loss; None: off
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all
@@ -359,8 +359,10 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
             "chat.max_new_tokens", "ppo.lora.r", "ppo.lora.alpha",
             *(f"{stage}.{key}" for stage in ("pretrain", "sft", "rm") for key in
-              ("adam_eps", "max_grad_norm", "logging_steps", "eval_steps", "save_steps", "save_total_limit")))
-NON_NEGATIVE = ("seed", "pretrain.dataloader_workers", "sft.dataloader_workers", "rm.dataloader_workers",
+              ("adam_eps", "logging_steps", "eval_steps", "save_steps")))
+NON_NEGATIVE = ("seed",  # save_total_limit 0: keep every checkpoint; max_grad_norm 0: no clipping
+                *(f"{stage}.{key}" for stage in ("pretrain", "sft", "rm")
+                  for key in ("dataloader_workers", "save_total_limit", "max_grad_norm")),
                 "pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
                 "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
                 "rm.audit_settings.center_rewards_coefficient",

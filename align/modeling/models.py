@@ -38,7 +38,8 @@ def load_tokenizer(model: ModelConfig, path: str | None = None):
     return add_chat_tokens(load_local_or_hub(load, name, "tokenizer", "model.tokenizer"))
 
 
-def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
+def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: int,
+                   key: str = "sft.init_from (or model.name_or_path)"):
     """A causal LM whose embeddings, pad, eos and generation settings match the chat tokenizer.
 
     init_from: hub name or directory to load; None builds `model.scratch` with random weights (seeded).
@@ -58,7 +59,7 @@ def load_causal_lm(model: ModelConfig, tokenizer, init_from: str | None, seed: i
                 dtype=torch.float32,
             )
 
-        lm = load_local_or_hub(load, init_from, "model", "sft.init_from (or model.name_or_path)")
+        lm = load_local_or_hub(load, init_from, "model", key)
         if lm.get_input_embeddings().num_embeddings < len(tokenizer):
             # Mean-initialised new rows keep the first sampled turn tokens from dominating the softmax.
             lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
@@ -126,7 +127,7 @@ def context_size(lm) -> int | None:
     return getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
 
 
-def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int):
+def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int, key: str = "rm.init_from"):
     """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
 
     A new head is drawn from N(0, 1/sqrt(d + 1)) (Stiennon et al.; the N+ implementation details).
@@ -142,7 +143,7 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
                 name, num_labels=1, local_files_only=local_files_only, trust_remote_code=model.trust_remote_code,
                 dtype=torch.float32)
 
-        rm = load_local_or_hub(load, init_from, "model", "rm.init_from")
+        rm = load_local_or_hub(load, init_from, "model", key)
         new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
         if rm.get_input_embeddings().num_embeddings < len(tokenizer):
             rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
@@ -165,13 +166,13 @@ def disable_dropout(model) -> None:
             module.p = 0.0
 
 
-def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int):
+def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int, key: str = "ppo.reward_model"):
     """The reward model at `path` as its readers score with it, frozen and in eval mode (dropout off): a sequence
     classifier, or an implicit reward model (align.modeling.implicit_reward: the DPO-trained LM and its reference)."""
     from align.modeling.implicit_reward import ImplicitRewardModel, is_implicit, read_config
 
     if not is_implicit(path):
-        scorer = load_reward_model(model, tokenizer, path, seed)
+        scorer = load_reward_model(model, tokenizer, path, seed, key)
         if "ForSequenceClassification" not in (scorer.config.architectures or [""])[0]:
             raise UserError(f"{path} is not a reward model ({(scorer.config.architectures or ['?'])[0]}): scored "
                             "through a new, random head it would reward noise; name an RM stage's final/")
@@ -180,7 +181,7 @@ def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int):
         if not os.path.isdir(config["reference"]):
             raise UserError(f"{path} is an implicit reward model whose reference, {config['reference']}, is gone: "
                             "it scores against that SFT model; put it back there, or train the reward model again")
-        policy, reference = (load_causal_lm(model, tokenizer, p, seed) for p in (path, config["reference"]))
+        policy, reference = (load_causal_lm(model, tokenizer, p, seed, key) for p in (path, config["reference"]))
         scorer = ImplicitRewardModel(policy, reference, config["beta"], config["offset"], tokenizer)
     scorer.requires_grad_(False)
     return scorer.eval()

@@ -97,7 +97,8 @@ def require_resumable(run_dir: Path, config: Config, stage: str) -> None:
     decide what it trains other than these: it would train on from it and record these in config.resolved.yaml, where
     align.pipeline reads what its output was made with. The RM's restarts keep their checkpoints in restart-k/."""
     saved = run_dir / "config.resolved.yaml"
-    found = [c for d in (run_dir, *sorted(run_dir.glob("restart-*"))) if (c := checkpoints.newest_complete(d))]
+    restarts = sorted(run_dir.glob("restart-*"), key=lambda d: int(d.name.split("-")[1]))
+    found = [c for d in (run_dir, *restarts) if (c := checkpoints.newest_complete(d))]
     if not getattr(config, stage).resume or not found or not saved.is_file():
         return
 

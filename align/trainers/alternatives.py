@@ -31,6 +31,7 @@ from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOO
 
 from align.core.config import Config
 from align.core.console import print0
+from align.core.contracts import training_row
 from align.core.errors import UserError
 from align.core.records import read_records
 from align.core.tokens import chat_ids, never_sampled
@@ -72,8 +73,8 @@ def train(cfg: Config) -> dict:
         ensure_prepared(cfg.data, [data_file, cfg.data.prompts_eval if cfg.data.judge else None])
     check_judge(cfg.data)  # tried on the held-out prompts before any model is loaded
     tokenizer = load_tokenizer(cfg.model, path=s.policy_init)
-    policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
-    reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed)
+    policy = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed, "ppo.policy_init")
+    reference = load_causal_lm(cfg.model, tokenizer, s.policy_init, cfg.seed, "ppo.policy_init")
     reference.requires_grad_(False)
     reference.eval()
     for lm in (policy, reference):
@@ -89,11 +90,11 @@ def train(cfg: Config) -> dict:
     args = alternative_arguments(cfg, run_dir, steps)
     records, _ = read_records(data_file, "prompt" if s.algorithm in ONLINE else "pair", cfg.data.on_bad_record)
     if s.algorithm in ONLINE:
-        kept = [{"prompt": r["prompt"]} for r in records if length(r["prompt"], True) <= s.max_prompt_tokens]
+        kept = [training_row(r, "prompt") for r in records if length(r["prompt"], True) <= s.max_prompt_tokens]
         trainer = online_trainer(cfg, args, policy, reference, tokenizer, kept, callbacks)
     else:
         max_length = s.max_prompt_tokens + s.response_tokens
-        kept = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records
+        kept = [{k: v for k, v in training_row(r, "pair").items() if k != "margin"} for r in records
                 if max(length(r["prompt"] + r[side], False) for side in ("chosen", "rejected")) <= max_length]
         trainer = dpo_trainer(cfg, args, policy, reference, tokenizer, kept, callbacks, max_length)
     if len(kept) < len(records):

@@ -144,9 +144,10 @@ def test_checks_the_rm_is_blind_to_are_named_in_a_warning_and_in_eval_json(tiny_
     assert len(warning) == 1 and all(f"`{check}` (" in warning[0] for check in blind), warning
 
 
-def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_beta(tmp_path, tiny_data_root):
+def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_floor(tmp_path, tiny_data_root):
     """rm.kind=implicit: DPO's loss from the SFT model, saved with its reference, scoring the demonstrations at mean
-    0; PPO against it at a KL coefficient below beta warns (a KL sweep goes there on purpose) and runs."""
+    0; PPO against it at a KL coefficient below beta x ppo.temperature warns (a KL sweep goes there on purpose) and
+    runs."""
     from helpers import rm_on_a_slice
 
     from align import rm as rm_stage
@@ -170,7 +171,7 @@ def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_beta(tm
            "ppo.gold_eval_every=0"]
     ran = run_module(*ppo, "ppo.kl_coef=0.1", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "beta 0.3 and ppo.kl_coef is 0.1" in ran.stdout
+    assert "beta 0.3, and ppo.kl_coef 0.1 is below beta x ppo.temperature (0.24)" in ran.stdout
     assert (tmp_path / "tiny" / "ppo-baseline" / "final" / "model.safetensors").is_file()
 
 

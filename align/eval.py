@@ -142,7 +142,9 @@ def few_shot_examples(cfg: Config, eval_records: list[dict], judge, n_prompts: i
 
 def check_context(lm, prompt_ids: list[list[int]], max_new_tokens: int, row: str) -> None:
     """A prompt and its answer must fit the model's positions: examples before a question lengthen it."""
-    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    from align.modeling.models import context_size
+
+    limit = context_size(lm)
     longest = max(len(ids) for ids in prompt_ids)
     if limit is not None and longest + max_new_tokens > limit:
         raise UserError(f"{row}: a prompt of {longest} tokens and eval.max_new_tokens={max_new_tokens} exceed the "

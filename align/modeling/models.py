@@ -127,6 +127,11 @@ def context_size(lm) -> int | None:
     return getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
 
 
+def has_score_head(config) -> bool:
+    """Whether a checkpoint's config says it was saved as a sequence classifier (a reward model), not as an LM."""
+    return "ForSequenceClassification" in (config.architectures or [""])[0]
+
+
 def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed: int, key: str = "rm.init_from"):
     """A one-label sequence classifier from a causal LM or RM checkpoint (or model.scratch), dropout off.
 
@@ -144,7 +149,7 @@ def load_reward_model(model: ModelConfig, tokenizer, init_from: str | None, seed
                 dtype=torch.float32)
 
         rm = load_local_or_hub(load, init_from, "model", key)
-        new_head = "ForSequenceClassification" not in (rm.config.architectures or [""])[0]
+        new_head = not has_score_head(rm.config)
         if rm.get_input_embeddings().num_embeddings < len(tokenizer):
             rm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     if new_head:  # drawn from its own generator and written whole: under ZeRO-3 the loader has partitioned the
@@ -173,7 +178,7 @@ def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int, key:
 
     if not is_implicit(path):
         scorer = load_reward_model(model, tokenizer, path, seed, key)
-        if "ForSequenceClassification" not in (scorer.config.architectures or [""])[0]:
+        if not has_score_head(scorer.config):
             raise UserError(f"{path} is not a reward model ({(scorer.config.architectures or ['?'])[0]}): scored "
                             "through a new, random head it would reward noise; name an RM stage's final/")
     else:

@@ -198,7 +198,7 @@ def train(cfg: Config) -> dict:
         sampling.set_state(loop["sampling"])
         prompt_queue[:] = loop["prompt_queue"].tolist()
         print0(f"resuming from {resumed_from} (update {loop['update']} of {num_updates})")
-    negative_kl_streak = 0
+    alarm_state = alarms.AlarmState()
     gold_eval_settings = dataclasses.replace(cfg.eval, num_prompts=ppo.gold_eval_prompts)
     for update in range(first_update, num_updates + 1):
         start = time.perf_counter()
@@ -260,7 +260,7 @@ def train(cfg: Config) -> dict:
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
             metrics["time/gold_eval_s"] = time.perf_counter() - gold_start
         require_all_finite(metrics, run_dir, update, "PPO update")
-        warnings, negative_kl_streak = alarms.check(metrics, negative_kl_streak)
+        warnings, alarm_state = alarms.check(metrics, alarm_state)
         for warning in warnings:
             print0(f"warning (update {update}): {warning}")
         metrics["alarms"] = len(warnings)

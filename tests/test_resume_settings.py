@@ -94,7 +94,7 @@ def test_ppo_resumes_with_more_episodes_but_not_with_another_rate_or_sft_model(t
     # an earlier stage's step cap is not this one's: it changed the SFT model PPO started from and measures KL to
     assert "sft.max_steps: -1 then, 500 now" in refusal(run_dir, config(tmp_path, "sft.max_steps=500", stage="ppo"),
                                                         "ppo")
-    start_run(run_dir, config(tmp_path, "ppo.total_episodes=6400", "ppo.save_every=1", stage="ppo"), "ppo")
+    start_run(run_dir, config(tmp_path, "ppo.total_episodes=12800", "ppo.save_every=1", stage="ppo"), "ppo")
 
 
 def test_an_rm_restarts_checkpoint_counts(tmp_path):

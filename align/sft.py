@@ -15,6 +15,7 @@ Writes  cfg.paths.sft/: final/ (plain Hugging Face model + tokenizer + chat temp
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import hydra
@@ -25,10 +26,12 @@ from align.core.console import print0
 from align.core.contracts import training_row
 from align.core.errors import UserError
 from align.core.records import read_records
-from align.core.tokens import chat_ids
+from align.core.tokens import chat_ids, replies_past_budgets, reply_tokens
 from align.runtime.distributed import drop_launcher_arguments, main_process_first
 from align.runtime.runs import MetricsLog, finish_run, run_stage, start_run
 from data_prep.prepare import ensure_prepared
+
+REPLIES_CHECKED = 1000  # demonstrations whose reply lengths are held against the sampling budgets
 
 
 def train(cfg: Config) -> dict:
@@ -75,6 +78,14 @@ def train(cfg: Config) -> dict:
             print0(f"left out conversations longer than sft.max_length={cfg.sft.max_length} tokens: {too_long}")
         if not train_records or not eval_records:
             raise UserError(f"no conversation fits sft.max_length={cfg.sft.max_length} tokens: {too_long}")
+
+    # An answer longer than the sampling budgets is cut in PPO and in the evaluation: said before training, on a
+    # sample of the demonstrations (a task of one's own with longer answers than the experiment's needs higher ones).
+    sample = random.Random(cfg.seed).sample(train_records, min(len(train_records), REPLIES_CHECKED))
+    for warning in replies_past_budgets([reply_tokens(tokenizer, r["messages"]) for r in sample],
+                                        {"ppo.response_tokens": cfg.ppo.response_tokens,
+                                         "eval.max_new_tokens": cfg.eval.max_new_tokens}):
+        print0(f"warning: {warning}")
 
     # 3. trainer: loss on assistant tokens only, through the template's {% generation %} markers
     trainer = sft_trainer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import tiny_config
 
-from align.core.tokens import CHAT_TEMPLATE, IM_END, PAD, chat_ids
+from align.core.tokens import CHAT_TEMPLATE, IM_END, PAD, chat_ids, replies_past_budgets, reply_tokens
 
 MESSAGES = [
     {"role": "user", "content": "words 3 start sun end any"},
@@ -152,3 +152,18 @@ def test_gpt2_style_tokenizer_gets_chat_tokens_and_model_is_resized(tmp_path, ti
     assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id != tokenizer.pad_token_id
     assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_a_replys_tokens_are_what_a_model_samples_for_it_eos_included(tokenizer):
+    prompt = tokenizer.apply_chat_template(MESSAGES[:-1], add_generation_prompt=True, return_dict=True)["input_ids"]
+    whole = chat_ids(tokenizer, MESSAGES)
+    assert whole[:len(prompt)] == prompt and whole[-1] == tokenizer.eos_token_id
+    assert reply_tokens(tokenizer, MESSAGES) == len(whole) - len(prompt) == 4  # three words, one token each, and EOS
+
+
+def test_replies_past_a_budget_are_said_once_per_budget_with_the_key_to_raise():
+    assert replies_past_budgets([4, 6, 16], {"ppo.response_tokens": 16, "eval.max_new_tokens": 32}) == []
+    warnings = replies_past_budgets([4, 17, 40], {"ppo.response_tokens": 16, "eval.max_new_tokens": 32})
+    assert len(warnings) == 2
+    assert warnings[0].startswith("2 of 3") and "ppo.response_tokens=16" in warnings[0] and "longest 40" in warnings[0]
+    assert warnings[1].startswith("1 of 3") and "raise eval.max_new_tokens" in warnings[1]

@@ -38,6 +38,26 @@ def chat_ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -
                                          return_dict=True)["input_ids"]
 
 
+def reply_tokens(tokenizer, messages: list[dict]) -> int:
+    """How many tokens a model samples to give the conversation's last turn (an assistant's), its EOS included: the
+    room ppo.response_tokens and eval.max_new_tokens must leave for an answer like it."""
+    return len(chat_ids(tokenizer, messages)) - len(chat_ids(tokenizer, messages[:-1], generation_prompt=True))
+
+
+def replies_past_budgets(lengths: list[int], budgets: dict[str, int]) -> list[str]:
+    """One warning per sampling budget (its config key -> tokens) that some of the demonstrations' replies (their
+    lengths in tokens, EOS included) do not fit: a model that answers like them is cut before its EOS, and PPO's
+    missing-EOS penalty then lands on answers that were right."""
+    warnings = []
+    for key, budget in budgets.items():
+        past = [n for n in lengths if n > budget]
+        if past:
+            warnings.append(f"{len(past)} of {len(lengths)} demonstrations' replies looked at take more than {key}="
+                            f"{budget} tokens with their EOS (the longest {max(past)}): answers like them are cut "
+                            f"before they end, and PPO penalises the missing EOS; raise {key} if they must be whole")
+    return warnings
+
+
 def never_sampled(tokenizer) -> list[int]:
     """Token ids no sampler may draw: the pad (a pad inside a response would count as a response token in the loss
     yet be dropped from every forward pass) and the chat's start-of-turn token (a model never starts a turn inside its

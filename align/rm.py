@@ -36,12 +36,15 @@ from align.runtime.distributed import drop_launcher_arguments, forget_accelerato
 from align.runtime.runs import MetricsLog, finish_run, require_stage_output, run_stage, start_run
 from data_prep.prepare import ensure_prepared
 
+TYPICAL_SAMPLE = 2000  # training pairs whose chosen replies set the implicit score's typical length
+
 
 def train(cfg: Config) -> dict:
     from datasets import Dataset
 
     from align.evaluation.judging import check_judge
     from align.evaluation.rm_eval import accuracy, evaluate_pairs
+    from align.modeling.implicit_reward import typical_tokens
     from align.modeling.models import load_tokenizer
     from align.modeling.reward_model import score, shift_scores
     from align.trainers.stage_setup import log_tensorboard_to, save_final
@@ -72,6 +75,7 @@ def train(cfg: Config) -> dict:
     if 0 < with_margin < len(train_pairs):  # the dataset's columns come from the first pair: all or none
         raise UserError(f"{cfg.data.prefs_train}: {with_margin} of {len(train_pairs)} pairs have a margin; give "
                         "every pair one, or none")
+    typical_sample = [p["prompt"] + p["chosen"] for p in train_pairs[:TYPICAL_SAMPLE]]  # before the empty-reply copies
     train_pairs = with_empty_rejected(train_pairs, s.empty_rejected, cfg.seed)
 
     # 2-4. model, trainer, training, as many times as rm.restarts asks: which checks an RM learns varies with its
@@ -95,10 +99,15 @@ def train(cfg: Config) -> dict:
     datasets = {split: Dataset.from_list([training_row(p, "pair") for p in pairs])
                 for split, pairs in (("train", train_pairs), ("eval", eval_pairs))}
 
+    # the implicit RM's score per reply token, scaled to this length (align.modeling.implicit_reward)
+    typical = typical_tokens(tokenizer, typical_sample) if s.kind == "implicit" and s.length_normalize else None
+
     def fit_restart(k: int) -> tuple:
         out_dir = run_dir if s.restarts == 1 else run_dir / f"restart-{k}"
         log = metrics_log if s.restarts == 1 else MetricsLog(out_dir / "metrics.jsonl")
         rm, trainer, result = fit_one(cfg, tokenizer, datasets, out_dir, cfg.seed + k, log)
+        if s.kind == "implicit":
+            rm.typical_tokens = typical
         datasets.update(train=trainer.train_dataset, eval=trainer.eval_dataset)
         return rm, trainer, result
 

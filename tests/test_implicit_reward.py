@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_config
 
 from align.core.errors import UserError
-from align.modeling.implicit_reward import ImplicitRewardModel, kl_coef_floor, reply_mask
+from align.modeling.implicit_reward import ImplicitRewardModel, kl_coef_floor, reply_mask, typical_tokens
 from align.modeling.models import load_causal_lm, load_reward_scorer
 from align.modeling.reward_model import reward_at_eos, score
 
@@ -54,6 +54,30 @@ def test_score_is_beta_times_the_replys_log_ratio_whatever_the_padding(models, t
         [e - 1.5 for e in expected], abs=1e-4)
 
 
+def reply_tokens(tokenizer, reply) -> int:
+    """The reply's tokens in the conversation, the EOS included, counted by hand."""
+    start = len(tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_dict=True)["input_ids"])
+    return len(tokenizer.apply_chat_template(PROMPT + reply, return_dict=True)["input_ids"]) - start
+
+
+def test_length_normalised_the_sum_is_scaled_by_the_typical_length_over_the_replys_tokens_plus_one(models, tokenizer):
+    policy, reference = models
+    rm = ImplicitRewardModel(policy, reference, beta=0.3, offset=0.5, tokenizer=tokenizer, typical_tokens=7.5)
+    lengths = [reply_tokens(tokenizer, reply) for reply in REPLIES]
+    assert lengths[0] != lengths[1]
+    expected = [by_hand(policy, reference, tokenizer, reply, 0.3) * 7.5 / (n + 1) - 0.5
+                for reply, n in zip(REPLIES, lengths)]
+    assert score(rm, tokenizer, [PROMPT + r for r in REPLIES]).tolist() == pytest.approx(expected, abs=1e-4)
+    rows = [tokenizer.apply_chat_template(PROMPT + r, return_dict=True)["input_ids"] for r in REPLIES]
+    width = max(map(len, rows)) + 3
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])  # as PPO's batches are
+    with torch.no_grad():
+        assert reward_at_eos(rm, ids, (ids != tokenizer.pad_token_id).long()).tolist() == pytest.approx(
+            expected, abs=1e-4)
+    # the typical length is counted as the score counts a reply, plus one: at it the two scores are equal
+    assert typical_tokens(tokenizer, [PROMPT + r for r in REPLIES]) == pytest.approx(sum(lengths) / 2 + 1)
+
+
 def test_the_same_model_as_its_reference_scores_zero_and_the_prompt_never_counts(models, tokenizer):
     policy, reference = models
     same = ImplicitRewardModel(policy, policy, beta=0.3, offset=0.0, tokenizer=tokenizer)
@@ -71,7 +95,7 @@ def test_saved_with_its_reference_it_loads_as_a_reward_model_and_refuses_a_lost_
     for name, lm in (("rm", policy), ("sft", reference)):
         lm.save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
-    rm = ImplicitRewardModel(policy, reference, beta=0.3, offset=0.25, tokenizer=tokenizer)
+    rm = ImplicitRewardModel(policy, reference, beta=0.3, offset=0.25, tokenizer=tokenizer, typical_tokens=6.5)
     rm.save(tmp_path / "rm", str(tmp_path / "sft"))
     loaded = load_reward_scorer(model_cfg, tokenizer, str(tmp_path / "rm"), seed=0)
     conversations = [PROMPT + r for r in REPLIES]

@@ -24,12 +24,14 @@ def test_rm_agrees_with_the_gold_judge_on_held_out_pairs(rm_run):
     assert evaluation["gold_agreement"] >= 0.75
     assert evaluation["accuracy"] > evaluation["longer_wins_accuracy"]
     assert evaluation["correct_vs_empty"] >= 0.95  # a right answer over none
+    assert evaluation["good_vs_empty"] >= 0.95  # and a partly right one: the length-normalised implicit score
     assert sum(b["pairs"] for b in evaluation["by_margin"].values()) == evaluation["pairs"]
 
 
 def test_saved_rm_scores_in_plain_transformers_normalised(rm_run, tiny_data_root):
     """The tiny experiment's implicit RM from its files alone: two causal LMs and implicit_reward.json give
-    beta x the reply's log-ratio minus the offset, which is 0 on average over the reference demonstrations."""
+    beta x the reply's log-ratio, times the typical reply's tokens over the reply's tokens + 1, minus the offset,
+    which is 0 on average over the reference demonstrations."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,7 +52,8 @@ def test_saved_rm_scores_in_plain_transformers_normalised(rm_run, tiny_data_root
         start = len(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
                                                   return_dict=True)["input_ids"])
         ratio = reply_logprob(policy, ids, start) - reply_logprob(reference, ids, start)
-        scores.append(spec["beta"] * ratio - spec["offset"])
+        per_token = spec["typical_tokens"] / (ids.shape[1] - start + 1)
+        scores.append(spec["beta"] * ratio * per_token - spec["offset"])
     assert abs(sum(scores) / len(scores)) < 1e-3  # the reference demonstrations score a mean of 0
 
 
@@ -151,6 +154,7 @@ def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_floor(t
     from helpers import rm_on_a_slice
 
     from align import rm as rm_stage
+    from align.modeling.implicit_reward import typical_tokens
     from align.modeling.models import load_reward_scorer, load_tokenizer
     from align.modeling.reward_model import score
 
@@ -160,8 +164,11 @@ def test_an_implicit_rm_trains_scores_normalised_and_ppo_warns_below_its_floor(t
     rm_dir = Path(cfg.paths.rm)
     evaluation = json.loads((rm_dir / "eval.json").read_text())
     assert 0 <= evaluation["gold_agreement"] <= 1 and evaluation["pairs"] > 0
-    assert json.loads((rm_dir / "final" / "implicit_reward.json").read_text())["reference"] == str(tmp_path / "sft")
+    spec = json.loads((rm_dir / "final" / "implicit_reward.json").read_text())
+    assert spec["reference"] == str(tmp_path / "sft")
     tokenizer = load_tokenizer(cfg.model, path=str(rm_dir / "final"))
+    chosen = [p["prompt"] + p["chosen"] for p in map(json.loads, open(cfg.data.prefs_train))]  # length-normalised
+    assert spec["typical_tokens"] == pytest.approx(typical_tokens(tokenizer, chosen[: rm_stage.TYPICAL_SAMPLE]))
     scorer = load_reward_scorer(cfg.model, tokenizer, str(rm_dir / "final"), seed=0)
     demonstrations = [json.loads(line)["messages"] for line in open(cfg.data.sft_eval)][: cfg.rm.normalize_samples]
     assert abs(score(scorer, tokenizer, demonstrations).mean().item()) < 1e-3  # the reference set scores a mean of 0

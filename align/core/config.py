@@ -170,6 +170,7 @@ class RMSettings(TrainerSettings):
     kind: str  # "classifier" (a scalar head read at the EOS, Bradley-Terry) or "implicit" (DPO's loss: beta x the
     # reply's log-ratio to the SFT model; align.modeling.implicit_reward)
     beta: float  # the implicit reward's beta; PPO against it needs ppo.kl_coef >= beta x ppo.temperature
+    length_normalize: bool  # implicit: the log-ratio sum per reply token (+ 1), scaled to a typical training reply
     center_rewards_coefficient: float | None  # c * mean((r_chosen + r_rejected)^2) added to the loss; None: off
     normalize_on: str  # SFT demonstrations whose mean score the saved RM shifts to 0 (InstructGPT section 3.5)
     normalize_samples: int  # how many of them (the first N); -1: all

@@ -7,10 +7,17 @@ stays blind to copy checks (a slot's bound value, the first word asked for) that
 head at every reply token (docs/ablations.md). Its score is unbounded off the data: PPO against it needs a KL
 coefficient of at least beta, where the best policy is a geometric mix of SFT and the DPO model.
 
+Length-normalised (rm.length_normalize): the sum divided by the reply's tokens plus one, times that count for a
+typical training reply. DPO lowers the likelihood of nearly every token a little (the per-token log-ratio of the
+training pairs' chosen replies is below zero), so the plain sum falls with length, and an empty reply outscored long,
+partly right ones (docs/ablations.md). At the typical length the two scores are equal, so what PPO's KL coefficient
+needs (`kl_coef_floor`) holds for replies of that length; the extra one keeps a lone EOS from counting as a whole
+reply.
+
 On disk: the trained causal LM (a plain Hugging Face directory) and `implicit_reward.json` (beta, the reference's
-path, the normalisation offset). `forward` takes what a sequence classifier takes and returns the score as
-`.logits[:, 0]`, so every reader of a reward model (PPO, RLOO/GRPO, the RM's and the evaluation's scoring) reads it
-unchanged.
+path, the normalisation offset, the typical reply's tokens plus one when length-normalised). `forward` takes what a
+sequence classifier takes and returns the score as `.logits[:, 0]`, so every reader of a reward model (PPO,
+RLOO/GRPO, the RM's and the evaluation's scoring) reads it unchanged.
 """
 
 from __future__ import annotations
@@ -41,14 +48,15 @@ def reply_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, im_start_i
 
 
 class ImplicitRewardModel(nn.Module):
-    """beta x sum over the reply of log pi - log pi_ref, minus the normalisation offset; `policy` and `reference`
-    causal LMs with one tokenizer."""
+    """beta x sum over the reply of log pi - log pi_ref (times typical_tokens / (reply tokens + 1) when
+    `typical_tokens` is set), minus the normalisation offset; `policy` and `reference` causal LMs with one tokenizer."""
 
-    def __init__(self, policy: nn.Module, reference: nn.Module, beta: float, offset: float, tokenizer):
+    def __init__(self, policy: nn.Module, reference: nn.Module, beta: float, offset: float, tokenizer,
+                 typical_tokens: float | None = None):
         super().__init__()
         self.policy, self.reference = policy, reference
         self.config = policy.config  # what TRL's DeepSpeed preparation reads of a model (its hidden size)
-        self.beta, self.offset = beta, offset
+        self.beta, self.offset, self.typical_tokens = beta, offset, typical_tokens
         self.pad_id = tokenizer.pad_token_id
         self.im_start_id = tokenizer.convert_tokens_to_ids(IM_START)
         prompt = chat_ids(tokenizer, [{"role": "user", "content": "x"}], generation_prompt=True)
@@ -63,13 +71,25 @@ class ImplicitRewardModel(nn.Module):
         targets = input_ids[:, start:]
         ratio = (response_logprobs(lm_logits(self.policy, input_ids, self.pad_id, start), targets, 1.0)
                  - response_logprobs(lm_logits(self.reference, input_ids, self.pad_id, start), targets, 1.0))
-        score = self.beta * (ratio * mask[:, start:]).sum(dim=1) - self.offset
+        total = (ratio * mask[:, start:]).sum(dim=1)
+        if self.typical_tokens is not None:
+            total = total * self.typical_tokens / (mask.sum(dim=1) + 1)
+        score = self.beta * total - self.offset
         return SequenceClassifierOutputWithPast(logits=score[:, None])
 
     def save(self, directory: Path, reference_path: str) -> None:
         """The policy's weights (the Trainer saves them) are in `directory`; this adds what scoring needs besides."""
-        config = {"beta": self.beta, "reference": str(Path(reference_path).resolve()), "offset": self.offset}
+        config = {"beta": self.beta, "reference": str(Path(reference_path).resolve()), "offset": self.offset,
+                  "typical_tokens": self.typical_tokens}
         (Path(directory) / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def typical_tokens(tokenizer, conversations: list[list[dict]]) -> float:
+    """The mean over `conversations` of their last reply's tokens as the score counts them (after the assistant
+    header, the EOS included), plus one."""
+    counts = [len(chat_ids(tokenizer, c)) - len(chat_ids(tokenizer, c[:-1], generation_prompt=True))
+              for c in conversations]
+    return sum(counts) / len(counts) + 1
 
 
 def kl_coef_floor(beta: float, temperature: float) -> float:

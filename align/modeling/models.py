@@ -187,6 +187,7 @@ def load_reward_scorer(model: ModelConfig, tokenizer, path: str, seed: int, key:
             raise UserError(f"{path} is an implicit reward model whose reference, {config['reference']}, is gone: "
                             "it scores against that SFT model; put it back there, or train the reward model again")
         policy, reference = (load_causal_lm(model, tokenizer, p, seed, key) for p in (path, config["reference"]))
-        scorer = ImplicitRewardModel(policy, reference, config["beta"], config["offset"], tokenizer)
+        scorer = ImplicitRewardModel(policy, reference, config["beta"], config["offset"], tokenizer,
+                                      config.get("typical_tokens"))
     scorer.requires_grad_(False)
     return scorer.eval()

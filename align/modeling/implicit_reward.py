@@ -99,7 +99,9 @@ def kl_coef_floor(beta: float, temperature: float) -> float:
     reference at T times exp(reward / kl_coef) = (pi_DPO / pi_ref)^(beta / kl_coef). The DPO model sampled at T is
     the reference at T times (pi_DPO / pi_ref)^(1 / T), up to tempered sampling's per-token normalisers: the two meet
     at kl_coef = beta x T. Below it PPO's best policy sharpens the log-ratio past anything the pairs taught, where the
-    reward grows without bound.
+    reward grows without bound. Per reply token (rm.length_normalize) a reply of n tokens is scored with beta x
+    typical / (n + 1) in beta's place: the floor is exact at the typical length, and PPO's best policy at it goes
+    past the DPO model on shorter replies (an empty one included: lower still) and stops short of it on longer ones.
     """
     return beta * temperature
 

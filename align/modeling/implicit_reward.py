@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
-from align.core.tokens import IM_START, chat_ids
+from align.core.tokens import IM_START, chat_ids, reply_tokens
 from align.modeling.forward import lm_logits, response_logprobs
 
 CONFIG_FILE = "implicit_reward.json"
@@ -87,9 +87,7 @@ class ImplicitRewardModel(nn.Module):
 def typical_tokens(tokenizer, conversations: list[list[dict]]) -> float:
     """The mean over `conversations` of their last reply's tokens as the score counts them (after the assistant
     header, the EOS included), plus one."""
-    counts = [len(chat_ids(tokenizer, c)) - len(chat_ids(tokenizer, c[:-1], generation_prompt=True))
-              for c in conversations]
-    return sum(counts) / len(counts) + 1
+    return sum(reply_tokens(tokenizer, c) for c in conversations) / len(conversations) + 1
 
 
 def kl_coef_floor(beta: float, temperature: float) -> float:

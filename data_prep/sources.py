@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align.core.errors import UserError
-from align.core.hub import hub_reachable
+from align.core.hub import hub_endpoint, hub_reachable, not_on_hub
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,13 @@ def read_source(source: str, split: str) -> Source:
     from huggingface_hub import HfApi
 
     name, _, config = source.partition(":")  # "owner/name:config" for a dataset with several configs
-    revision = HfApi().dataset_info(name).sha
+    try:
+        revision = HfApi().dataset_info(name).sha
+    except OSError as error:
+        if not not_on_hub(error):
+            raise
+        raise UserError(f"cannot read dataset {name!r}: the hub at {hub_endpoint()} has no such dataset (a typo, or a "
+                        "private one: `hf auth login` first), and it is not a local file") from None
     hub = datasets.load_dataset(name, config or None, split=split, revision=revision)
     rows = [Row(i, record) for i, record in enumerate(hub, start=1)]
     return Source(source, rows, {"source": source, "split": split, "revision": revision})

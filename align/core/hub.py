@@ -20,17 +20,30 @@ from align.core.errors import UserError
 T = TypeVar("T")
 
 
+def hub_endpoint() -> str:
+    """The hub's address: huggingface.co, or the mirror HF_ENDPOINT names."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname
+    url = urlparse(hub_endpoint())
+    port = url.port or (80 if url.scheme == "http" else 443)  # a mirror may listen on a port of its own
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
         return True
     except OSError:
         return False
+
+
+def not_on_hub(error: BaseException) -> bool:
+    """The hub answered that it has no such repository (transformers wraps that answer in an OSError)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    return isinstance(error, RepositoryNotFoundError) or isinstance(error.__cause__, RepositoryNotFoundError)
 
 
 def looks_local(name: str) -> bool:
@@ -61,4 +74,11 @@ def load_local_or_hub(load: Callable[..., T], name: str, what: str, config_key: 
             f"reachable from this machine. Download it where the hub is reachable "
             f"(`hf download {name} --local-dir DIR`), copy DIR here and run with {config_key}=DIR."
         )
-    return load(name, local_files_only=False)
+    try:
+        return load(name, local_files_only=False)
+    except OSError as error:
+        if not not_on_hub(error):
+            raise
+        raise UserError(f"cannot load {what} {name!r} ({config_key}): the hub at {hub_endpoint()} has no such "
+                        "repository (a typo, or a private one: `hf auth login` first), and it is not a local path"
+                        ) from None

@@ -20,10 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class NoSuchRepository(BaseHTTPRequestHandler):
+    """404 RepoNotFound; under /gated/ 401 GatedRepo, as for a gated repository without access."""
+
     def answer(self):
+        gated = "/gated/" in self.path
         body = b'{"error":"Repository Not Found"}'
-        self.send_response(404)
-        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_response(401 if gated else 404)
+        self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -61,22 +64,34 @@ def test_the_reachability_probe_knocks_on_the_endpoints_own_port(empty_hub, tmp_
     code = "from align.core.hub import hub_reachable; print(hub_reachable())"
     assert run_with_hub(empty_hub, code, tmp_path).stdout.strip() == "True"
     assert run_with_hub(f"http://127.0.0.1:{closed_port()}", code, tmp_path).stdout.strip() == "False"
+    assert run_with_hub("http://127.0.0.1:99999", code, tmp_path).stdout.strip() == "False"
 
 
-def test_a_model_the_hub_does_not_have_is_named_with_its_config_key(empty_hub, tmp_path):
-    code = """
+def load_code(loader: str, name: str) -> str:
+    return f"""
 from align.core.errors import UserError
 from align.core.hub import load_local_or_hub
-from transformers import AutoTokenizer
+from transformers import {loader}
 try:
-    load_local_or_hub(AutoTokenizer.from_pretrained, "nobody/no-such-model", "tokenizer", "model.tokenizer")
+    load_local_or_hub({loader}.from_pretrained, "{name}", "model", "model.name_or_path")
 except UserError as error:
-    print(error)
+    print("UserError:", error)
 """
-    result = run_with_hub(empty_hub, code, tmp_path)
+
+
+@pytest.mark.parametrize("loader", ["AutoTokenizer", "AutoModelForCausalLM"])
+def test_a_model_the_hub_does_not_have_is_named_with_its_config_key(empty_hub, tmp_path, loader):
+    result = run_with_hub(empty_hub, load_code(loader, "nobody/no-such-model"), tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "'nobody/no-such-model' (model.tokenizer)" in result.stdout
+    assert "'nobody/no-such-model' (model.name_or_path)" in result.stdout
     assert f"the hub at {empty_hub} has no such repository" in result.stdout
+
+
+def test_a_gated_model_keeps_its_own_error(empty_hub, tmp_path):
+    """Not 'no such repository': transformers' message for a gated repository says how to ask for access."""
+    result = run_with_hub(empty_hub, load_code("AutoTokenizer", "gated/some-model"), tmp_path)
+    assert result.returncode != 0 and "UserError" not in result.stdout
+    assert "gated repo" in result.stderr
 
 
 def test_a_dataset_the_hub_does_not_have_is_named(empty_hub, tmp_path):

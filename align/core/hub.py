@@ -31,19 +31,21 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     url = urlparse(hub_endpoint())
-    port = url.port or (80 if url.scheme == "http" else 443)  # a mirror may listen on a port of its own
     try:
+        port = url.port or (80 if url.scheme == "http" else 443)  # a mirror may listen on a port of its own
         socket.create_connection((url.hostname, port), timeout=timeout_s).close()
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: HF_ENDPOINT's port is not a port
         return False
 
 
 def not_on_hub(error: BaseException) -> bool:
-    """The hub answered that it has no such repository (transformers wraps that answer in an OSError)."""
-    from huggingface_hub.errors import RepositoryNotFoundError
+    """The hub answered that it has no such repository (transformers wraps that answer in an OSError). A gated one
+    is excluded: its own message says how to ask for access."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    return isinstance(error, RepositoryNotFoundError) or isinstance(error.__cause__, RepositoryNotFoundError)
+    return any(isinstance(e, RepositoryNotFoundError) and not isinstance(e, GatedRepoError)
+               for e in (error, error.__cause__))
 
 
 def looks_local(name: str) -> bool:

@@ -43,7 +43,7 @@ def train(cfg: Config) -> dict:
     from datasets import Dataset
 
     from align.evaluation.judging import check_judge
-    from align.evaluation.rm_eval import accuracy, evaluate_pairs
+    from align.evaluation.rm_eval import accuracy, evaluate_pairs, held_out_overstates
     from align.modeling.implicit_reward import typical_tokens
     from align.modeling.models import load_tokenizer
     from align.modeling.reward_model import score, shift_scores
@@ -140,6 +140,13 @@ def train(cfg: Config) -> dict:
     if s.kind == "implicit" and is_main_process():  # the LM is saved; the scorer also needs its beta and reference
         rm.save(run_dir / "final", s.init_from)
     evaluation = evaluate_pairs(rm, tokenizer, eval_pairs, judge, s.eval_batch_size)
+    evaluation.update(check_on_policy(cfg, rm, tokenizer, judge))
+    if held_out_overstates(evaluation):
+        print0(f"warning: this RM agrees with the gold judge on {evaluation['gold_agreement']:.2f} of the held-out "
+               f"pairs but on {evaluation['policy_gold_agreement']:.2f} of {evaluation['policy_decided_pairs']} pairs "
+               f"of ppo.policy_init's own answers: the pairs' rejected replies do not show the mistakes that model "
+               "makes, and PPO against this RM may not fix them. Make rejected replies like the model's mistakes "
+               "(docs/own_task.md)")
     if evaluation.get("checks_at_chance"):  # a weak link, by name, before PPO spends its time on it
         by_check = evaluation["gold_agreement_by_check"]
         weak = ", ".join(f"`{check}` ({by_check[check]['agreement']:.2f} of {by_check[check]['pairs']} pairs)"
@@ -161,6 +168,26 @@ def train(cfg: Config) -> dict:
         write_atomic(run_dir / "eval.json", json.dumps(evaluation, indent=2) + "\n")
     finish_run(run_dir, metrics_log, trainer.state.global_step, "rm", metrics)
     return metrics
+
+
+def check_on_policy(cfg: Config, rm, tokenizer, judge) -> dict:
+    """eval.json's policy_* numbers (align.evaluation.rm_eval.policy_check): the RM against the judge on answers of
+    the model PPO starts from; {} without a judge, with rm.policy_check_samples 0, or with several processes (the
+    check samples from a model loaded outside DeepSpeed)."""
+    from align.evaluation.rm_eval import policy_check
+    from align.modeling.models import load_causal_lm
+
+    s, policy_init = cfg.rm, cfg.ppo.policy_init
+    if judge is None or s.policy_check_samples == 0 or cfg.data.prompts_eval is None:
+        return {}
+    if cfg.distributed.world_size > 1 or not Path(policy_init).is_dir():
+        print0(f"the RM's check on the policy's own answers is left out: it runs in one process, on a local "
+               f"ppo.policy_init ({policy_init})")
+        return {}
+    records, _ = read_records(cfg.data.prompts_eval, "prompt", cfg.data.on_bad_record)
+    policy = load_causal_lm(cfg.model, tokenizer, policy_init, cfg.seed, "ppo.policy_init")
+    return policy_check(rm, policy, tokenizer, [r["prompt"] for r in records[: s.policy_check_prompts]], judge,
+                        s.policy_check_samples, cfg.eval, cfg.seed)
 
 
 def fit_one(cfg: Config, tokenizer, datasets: dict, out_dir: Path, seed: int, metrics_log: MetricsLog) -> tuple:

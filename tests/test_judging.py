@@ -11,7 +11,7 @@ from helpers import tiny_config
 
 from align.core.errors import UserError
 from align.evaluation.judging import NO_JUDGE, Judge, check_judge, check_rates, load_judge
-from align.evaluation.rm_eval import agreement_by_check, checks_at_chance
+from align.evaluation.rm_eval import agreement_by_check, checks_at_chance, held_out_overstates, own_samples_agreement
 from data_prep.tiny_world import judge as tiny_judge
 
 
@@ -54,6 +54,30 @@ def test_rm_agreement_by_check_uses_only_pairs_that_differ_in_that_check_alone()
     decided = torch.tensor([True, True, True, True, False])
     by_check = agreement_by_check(judge, [""] * 5, pairs, agrees, decided)
     assert by_check == {"a": {"agreement": 0.5, "pairs": 2}, "b": {"agreement": 1.0, "pairs": 1}}
+
+
+def test_agreement_on_own_samples_counts_the_pairs_of_one_prompt_the_judge_tells_apart():
+    gold = torch.tensor([[1.0, 0.0, 0.0],    # pairs (0,1), (0,2) decided; (1,2) not
+                         [0.5, 0.5, 0.5],    # nothing decided
+                         [0.0, 1.0, 0.5]])   # all three decided
+    scores = torch.tensor([[2.0, 1.0, 3.0],  # (0,1) agrees, (0,2) disagrees
+                           [0.0, 9.0, -9.0],
+                           [1.0, 1.0, 0.0]])  # (0,1) a tie: half; (0,2) disagrees; (1,2) agrees
+    assert own_samples_agreement(gold, scores) == ((1 + 0 + 0.5 + 0 + 1) / 5, 5)
+    # the scores of different prompts are never compared: shifting one prompt's scores changes nothing
+    assert own_samples_agreement(gold, scores + torch.tensor([[100.0], [0.0], [-100.0]])) == ((2.5) / 5, 5)
+    assert own_samples_agreement(torch.ones(4, 2), torch.randn(4, 2)) == (None, 0)
+
+
+@pytest.mark.parametrize("own, pairs, warned", [(0.72, 284, True),    # the sort task's RM at 2,000 demonstrations
+                                                (0.93, 647, False),   # words seed 0
+                                                (0.85, 284, True), (0.90, 284, False),  # 0.1 below 0.99 or not
+                                                (0.50, 49, False),    # too few pairs to say
+                                                (None, 0, False)])
+def test_held_out_agreement_overstates_the_rm_when_it_misses_the_policys_own_mistakes(own, pairs, warned):
+    evaluation = {"gold_agreement": 0.99, "policy_gold_agreement": own, "policy_decided_pairs": pairs}
+    assert held_out_overstates(evaluation) is warned
+    assert held_out_overstates({"gold_agreement": 0.99}) is False  # no check ran
 
 
 def test_a_check_the_rm_agrees_on_no_better_than_a_coin_is_named():

@@ -26,6 +26,9 @@ def test_rm_agrees_with_the_gold_judge_on_held_out_pairs(rm_run):
     assert evaluation["correct_vs_empty"] >= 0.95  # a right answer over none
     assert evaluation["good_vs_empty"] >= 0.95  # and a partly right one: the length-normalised implicit score
     assert sum(b["pairs"] for b in evaluation["by_margin"].values()) == evaluation["pairs"]
+    # on the SFT model's own answers too: the tiny world's pairs hold the mistakes a small model makes
+    print(f"on SFT's own answers: {evaluation['policy_gold_agreement']:.3f} of {evaluation['policy_decided_pairs']}")
+    assert evaluation["policy_decided_pairs"] >= 100 and evaluation["policy_gold_agreement"] >= 0.85
 
 
 def test_saved_rm_scores_in_plain_transformers_normalised(rm_run, tiny_data_root):

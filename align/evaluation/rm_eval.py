@@ -6,8 +6,11 @@ from math import sqrt
 
 import torch
 
+from align.core.config import EvalConfig
 from align.core.contracts import judged_prompt
 from align.evaluation.judging import Judge
+from align.evaluation.sampling import sample
+from align.evaluation.scoring import reward_scores
 from align.modeling.reward_model import score
 
 MARGIN_BUCKETS = (0.0, 0.5, 1.0, 2.0, float("inf"))
@@ -74,6 +77,46 @@ def evaluate_pairs(rm, tokenizer, pairs: list[dict], judge: Judge | None, batch_
             out["gold_agreement_by_check"] = agreement_by_check(judge, prompts, pairs, rm_agrees & decided, decided)
             out["checks_at_chance"] = checks_at_chance(out["gold_agreement_by_check"])
     return out
+
+
+def own_samples_agreement(gold: torch.Tensor, scores: torch.Tensor) -> tuple[float | None, int]:
+    """gold and RM scores of k responses to each prompt, (prompts, k). Over the pairs of responses to one prompt that
+    the judge scores differently: the share the RM orders the same way (a tie counts half), and how many such pairs
+    there are (None when there are none)."""
+    agree, pairs = 0.0, 0
+    for i in range(gold.shape[1]):
+        for j in range(i + 1, gold.shape[1]):
+            decided = gold[:, i] != gold[:, j]
+            same_way = torch.sign(scores[:, i] - scores[:, j]) * torch.sign(gold[:, i] - gold[:, j])
+            agree += ((same_way[decided] + 1) / 2).sum().item()
+            pairs += int(decided.sum())
+    return (agree / pairs if pairs else None), pairs
+
+
+def policy_check(rm, policy, tokenizer, prompts: list[list[dict]], judge: Judge, samples: int, settings: EvalConfig,
+                 seed: int) -> dict:
+    """The RM against the judge on the answers PPO will start from: `samples` responses of `policy` to each prompt,
+    sampled as the evaluation samples. Held-out pairs show only the mistakes their author put in the rejected
+    replies; an RM that misses the policy's own mistakes agrees with the judge here far less, and PPO learns nothing
+    it could not (docs/ablations.md, "A task nobody tuned for")."""
+    texts = [judged_prompt(p) for p in prompts]
+    gold, scores = [], []
+    for k in range(samples):
+        completions = sample(policy, tokenizer, prompts, settings.max_new_tokens, settings.temperature,
+                             settings.batch_size, seed + k)
+        gold.append([float(judge.score(t, c.text, c.ended)) for t, c in zip(texts, completions)])
+        scores.append(reward_scores(rm, completions, tokenizer.pad_token_id, settings.batch_size))
+    agreement, pairs = own_samples_agreement(torch.tensor(gold).T, torch.stack(scores).T)
+    return {"policy_gold_agreement": agreement, "policy_decided_pairs": pairs,
+            "policy_gold_score": torch.tensor(gold).mean().item()}
+
+
+def held_out_overstates(evaluation: dict) -> bool:
+    """The RM agrees with the judge on the policy's own answers (policy_check, 50 decided pairs at least) by 0.1 less
+    than on the held-out pairs: the pairs do not show the mistakes this policy makes."""
+    own = evaluation.get("policy_gold_agreement")
+    return (own is not None and evaluation["policy_decided_pairs"] >= 50
+            and own < evaluation["gold_agreement"] - 0.1)
 
 
 def checks_at_chance(by_check: dict[str, dict]) -> list[str]:

@@ -37,12 +37,12 @@ STAGE_SECTIONS = {
 # (kind, epochs, lr, ...) before the audit RM trains: compared there, they would only make other stages look stale.
 AUDIT_ONLY = ("audit_kind", "audit_settings")
 
-# Keys of those sections that a resume may change: how often a run logs, evaluates and saves, and how it fits the
-# machine it resumes on, none of which changes a weight; and, in the resumed stage's own section only, the step cap a
-# resume raises to train on (an earlier stage's cap changed the model this one starts from or scores with).
+# Keys of those sections that a resume may change: how often and how much a run logs, evaluates and saves, and how it
+# fits the machine it resumes on, none of which changes a weight; and, in the resumed stage's own section only, the step
+# cap a resume raises to train on (an earlier stage's cap changed the model this one starts from or scores with).
 NOT_TRAINED = ("logging_steps", "eval_steps", "save_steps", "save_every", "save_total_limit", "log_every",
                "gold_eval_every", "gold_eval_prompts", "eval_batch_size", "dataloader_workers",
-               "gradient_checkpointing", "resume")
+               "gradient_checkpointing", "resume", "policy_check_samples", "policy_check_prompts")
 STEP_CAPS = ("max_steps", "total_episodes")
 
 

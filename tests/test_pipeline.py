@@ -45,6 +45,22 @@ def test_the_audit_rms_own_settings_leave_the_other_stages_alone_and_still_decid
         f"rm.lr: {cfg.rm.lr!r} then, {cfg.rm.audit_settings.lr!r} now")
 
 
+def test_other_preference_pairs_leave_a_finished_sft_alone_and_retrain_the_rm():
+    """An RM trained on other pairs needs no fork of SFT: the stages before the RM never read pairs or PPO's files."""
+    from align.runtime.runs import STAGE_SECTIONS
+
+    old = tiny_config("paths.root=/runs", "paths.data=/data", stage="pipeline")
+    new = tiny_config("paths.root=/runs", "paths.data=/data", "data.prefs_train=/mine/pairs.jsonl",
+                      "data.prompts_train=/mine/prompts.jsonl", stage="pipeline")
+    old, new = (OmegaConf.to_container(OmegaConf.structured(c)) for c in (old, new))
+    for stage in ("pretrain", "sft"):
+        assert first_difference(*(settings(c, STAGE_SECTIONS[stage]) for c in (old, new))) is None
+    assert first_difference(*(settings(c, STAGE_SECTIONS["rm"]) for c in (old, new))).startswith("data.prefs_train")
+    sft_data = tiny_config("paths.root=/runs", "paths.data=/data", "data.sft_train=/mine/sft.jsonl", stage="pipeline")
+    assert first_difference(settings(old, STAGE_SECTIONS["sft"]),
+                            settings(OmegaConf.to_container(OmegaConf.structured(sft_data)), STAGE_SECTIONS["sft"]))
+
+
 def test_first_difference_names_added_and_removed_keys():
     assert first_difference({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == "a.c: None then, 2 now"
     assert first_difference({"a": [1, 2]}, {"a": [1, 3]}) == "a: [1, 2] then, [1, 3] now"

@@ -33,6 +33,9 @@ STAGE_SECTIONS = {
     "eval": ("seed", "variant", "model", "data", "pretrain", "sft", "rm", "ppo", "eval"),
 }
 
+# Data files that only the RM and later stages read: changing one leaves a finished pretraining or SFT run as it is.
+LATER_STAGES_DATA = ("prefs_train", "prefs_eval", "prefs_audit", "prompts_train", "ptx_train")
+
 # Keys of the rm section that only the audit RM reads, and that audit_config writes into that section's own keys
 # (kind, epochs, lr, ...) before the audit RM trains: compared there, they would only make other stages look stale.
 AUDIT_ONLY = ("audit_kind", "audit_settings")
@@ -119,8 +122,8 @@ def require_resumable(run_dir: Path, config: Config, stage: str) -> None:
 
 def settings(config: dict, sections: tuple[str, ...]) -> dict:
     """The sections of a resolved config that decide a stage's result, with paths under the run's output and data
-    roots written relative to them (moving outputs or data elsewhere does not change a result), and without the audit
-    RM's own keys."""
+    roots written relative to them (moving outputs or data elsewhere does not change a result), without the audit
+    RM's own keys, and before the RM without the data files only later stages read."""
     roots = {config["paths"][name].rstrip("/") + "/": f"${{paths.{name}}}/" for name in ("root", "data")}
 
     def relative(value):
@@ -137,6 +140,8 @@ def settings(config: dict, sections: tuple[str, ...]) -> dict:
     chosen = {key: relative(config[key]) for key in sections}
     if "rm" in chosen:
         chosen["rm"] = {k: v for k, v in chosen["rm"].items() if k not in AUDIT_ONLY}
+    elif "data" in chosen:
+        chosen["data"] = {k: v for k, v in chosen["data"].items() if k not in LATER_STAGES_DATA}
     return chosen
 
 

@@ -11,7 +11,8 @@ stored in the weights.
 
 Reads   cfg.rm.init_from (default ${paths.sft}/final), cfg.data.prefs_train / prefs_eval, cfg.rm.normalize_on
 Writes  cfg.paths.rm/: final/ (AutoModelForSequenceClassification directory + tokenizer + chat template),
-        eval.json (accuracy, margins, calibration, length bias, gold agreement), metrics.jsonl, metrics.json, ...;
+        eval.json (accuracy, margins, calibration, length bias, gold agreement, on the held-out pairs and on the
+        policy's own answers), metrics.jsonl, metrics.json, ...;
         with rm.restarts > 1, each restart's checkpoints in restart-<k>/ and their held-out accuracies in eval.json
 """
 
@@ -144,9 +145,8 @@ def train(cfg: Config) -> dict:
     if held_out_overstates(evaluation):
         print0(f"warning: this RM agrees with the gold judge on {evaluation['gold_agreement']:.2f} of the held-out "
                f"pairs but on {evaluation['policy_gold_agreement']:.2f} of {evaluation['policy_decided_pairs']} pairs "
-               f"of ppo.policy_init's own answers: the pairs' rejected replies do not show the mistakes that model "
-               "makes, and PPO against this RM may not fix them. Make rejected replies like the model's mistakes "
-               "(docs/own_task.md)")
+               "of ppo.policy_init's own answers: it tells that model's mistakes apart less well than the held-out "
+               "pairs show, and PPO against it may not fix them (docs/ablations.md, \"A task nobody tuned for\")")
     if evaluation.get("checks_at_chance"):  # a weak link, by name, before PPO spends its time on it
         by_check = evaluation["gold_agreement_by_check"]
         weak = ", ".join(f"`{check}` ({by_check[check]['agreement']:.2f} of {by_check[check]['pairs']} pairs)"
@@ -172,19 +172,27 @@ def train(cfg: Config) -> dict:
 
 def check_on_policy(cfg: Config, rm, tokenizer, judge) -> dict:
     """eval.json's policy_* numbers (align.evaluation.rm_eval.policy_check): the RM against the judge on answers of
-    the model PPO starts from; {} without a judge, with rm.policy_check_samples 0, or with several processes (the
-    check samples from a model loaded outside DeepSpeed)."""
+    the model PPO starts from. {} for an audit RM (PPO never trains on it), without a judge or held-out prompts, with
+    rm.policy_check_samples below 2, with several processes (the check samples from a model loaded outside
+    DeepSpeed) or without a local ppo.policy_init; the last two say so."""
     from align.evaluation.rm_eval import policy_check
     from align.modeling.models import load_causal_lm
 
     s, policy_init = cfg.rm, cfg.ppo.policy_init
-    if judge is None or s.policy_check_samples == 0 or cfg.data.prompts_eval is None:
+    if cfg.paths.rm == cfg.paths.rm_audit or judge is None or cfg.data.prompts_eval is None:
         return {}
-    if cfg.distributed.world_size > 1 or not Path(policy_init).is_dir():
-        print0(f"the RM's check on the policy's own answers is left out: it runs in one process, on a local "
-               f"ppo.policy_init ({policy_init})")
+    if s.policy_check_samples < 2:
+        return {}
+    if cfg.distributed.world_size > 1:
+        print0("the RM's check on the policy's own answers is left out: it runs in one process")
+        return {}
+    if not Path(policy_init).is_dir():
+        print0(f"the RM's check on the policy's own answers is left out: ppo.policy_init={policy_init} is not a "
+               "local model directory")
         return {}
     records, _ = read_records(cfg.data.prompts_eval, "prompt", cfg.data.on_bad_record)
+    if not records:
+        return {}
     policy = load_causal_lm(cfg.model, tokenizer, policy_init, cfg.seed, "ppo.policy_init")
     return policy_check(rm, policy, tokenizer, [r["prompt"] for r in records[: s.policy_check_prompts]], judge,
                         s.policy_check_samples, cfg.eval, cfg.seed)

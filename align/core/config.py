@@ -179,7 +179,7 @@ class RMSettings(TrainerSettings):
     audit_settings: AuditRMSettings  # the audit RM's own epochs, rate, schedule, batch and centering
     restarts: int  # train this many RMs (seeds seed, seed + 1, ...) and keep the most accurate on the held-out pairs
     empty_rejected: float  # this share of the training pairs is also trained with an empty reply as the rejected side
-    policy_check_samples: int  # with a judge: answers of ppo.policy_init per held-out prompt, judged and scored; 0: off
+    policy_check_samples: int  # with a judge: answers of ppo.policy_init per held-out prompt (2 or more); 0: off
     policy_check_prompts: int  # how many of data.prompts_eval (the first N) the policy check samples
 
 
@@ -360,7 +360,7 @@ POSITIVE = ("pretrain.lr", "pretrain.batch_size", "pretrain.grad_accum", "pretra
             "ppo.max_grad_norm", "ppo.max_prompt_tokens", "ppo.response_tokens", "ppo.temperature", "ppo.cliprange",
             "ppo.cliprange_value", "ppo.kl_target", "ppo.kl_horizon", "ppo.ptx_batch_size", "ppo.num_generations",
             "ppo.dpo_beta", "ppo.log_every", "eval.max_new_tokens", "eval.batch_size", "eval.max_prompt_tokens",
-            "chat.max_new_tokens", "ppo.lora.r", "ppo.lora.alpha",
+            "chat.max_new_tokens", "ppo.lora.r", "ppo.lora.alpha", "rm.policy_check_prompts",
             *(f"{stage}.{key}" for stage in ("pretrain", "sft", "rm") for key in
               ("adam_eps", "logging_steps", "eval_steps", "save_steps")))
 NON_NEGATIVE = ("seed",  # save_total_limit 0: keep every checkpoint; max_grad_norm 0: no clipping
@@ -368,7 +368,7 @@ NON_NEGATIVE = ("seed",  # save_total_limit 0: keep every checkpoint; max_grad_n
                   for key in ("dataloader_workers", "save_total_limit", "max_grad_norm")),
                 "pretrain.weight_decay", "sft.weight_decay", "rm.weight_decay", "ppo.kl_coef", "ppo.vf_coef",
                 "ppo.ptx_coef", "ppo.gold_eval_every", "ppo.save_every", "eval.temperature",
-                "rm.audit_settings.center_rewards_coefficient", "rm.policy_check_samples", "rm.policy_check_prompts",
+                "rm.audit_settings.center_rewards_coefficient", "rm.policy_check_samples",
                 "chat.temperature")
 FRACTIONS = ("pretrain.warmup_ratio", "sft.warmup_ratio", "rm.warmup_ratio", "ppo.gamma", "ppo.lam",
              "data.world.demonstrator_p", "data.world.label_noise", "data.world.degenerate_fraction",

@@ -97,8 +97,8 @@ def policy_check(rm, policy, tokenizer, prompts: list[list[dict]], judge: Judge,
                  seed: int) -> dict:
     """The RM against the judge on the answers PPO will start from: `samples` responses of `policy` to each prompt,
     sampled as the evaluation samples. Held-out pairs show only the mistakes their author put in the rejected
-    replies; an RM that misses the policy's own mistakes agrees with the judge here far less, and PPO learns nothing
-    it could not (docs/ablations.md, "A task nobody tuned for")."""
+    replies; an RM that misses the policy's own mistakes agrees with the judge here far less, and PPO against it
+    cannot learn to fix them (docs/ablations.md, "A task nobody tuned for")."""
     texts = [judged_prompt(p) for p in prompts]
     gold, scores = [], []
     for k in range(samples):
@@ -112,8 +112,8 @@ def policy_check(rm, policy, tokenizer, prompts: list[list[dict]], judge: Judge,
 
 
 def held_out_overstates(evaluation: dict) -> bool:
-    """The RM agrees with the judge on the policy's own answers (policy_check, 50 decided pairs at least) by 0.1 less
-    than on the held-out pairs: the pairs do not show the mistakes this policy makes."""
+    """The RM agrees with the judge on the policy's own answers (policy_check, 50 decided pairs at least) by more than
+    0.1 less than on the held-out pairs: they overstate how well it tells this policy's mistakes apart."""
     own = evaluation.get("policy_gold_agreement")
     return (own is not None and evaluation["policy_decided_pairs"] >= 50
             and own < evaluation["gold_agreement"] - 0.1)

@@ -33,6 +33,12 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOD
             "DEADLINE"}
 
 
+
+def read_log(path: Path) -> str:
+    """A job's log. Its processes write it at once, so one's progress bar can cut another's multi-byte character in
+    two: those bytes read as U+FFFD instead of failing the test."""
+    return path.read_text(errors="replace")
+
 def have_slurm() -> str | None:
     """Why the cluster cannot be started here, or None."""
     missing = [c for c in ("sbatch", "slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
@@ -132,7 +138,7 @@ def chain(slurm, tmp_path_factory, tiny_data_root):
                   "sft.init_from=${paths.pretrain}/final", env=slurm, stages=" ".join(CHAIN))
     states = wait_for_jobs(jobs, slurm, timeout=600)
     logs = root / "tiny" / "slurm"
-    assert set(states.values()) == {"COMPLETED"}, (states, *(p.read_text()[-3000:] for p in logs.glob("*.out")))
+    assert set(states.values()) == {"COMPLETED"}, (states, *(read_log(p)[-3000:] for p in logs.glob("*.out")))
     return root, jobs
 
 
@@ -142,7 +148,7 @@ def test_chain_runs_every_stage_after_the_previous_one(chain):
                 for stage in ("pretrain", "sft", "rm", "ppo-baseline", "eval-baseline")[:len(CHAIN)]]
     for stage, run_dir, job in zip(CHAIN, run_dirs, jobs):
         assert (run_dir / ("eval.json" if stage == "eval" else "final/model.safetensors")).is_file()
-        log = (root / "tiny" / "slurm" / f"align-{stage}-{job}.out").read_text()
+        log = read_log(root / "tiny" / "slurm" / f"align-{stage}-{job}.out")
         assert f"job {job} (align-{stage})" in log and "stage finished with status 0" in log
         # the same overrides reached every stage
         resolved = (run_dir / "config.resolved.yaml").read_text()
@@ -204,10 +210,10 @@ def signal_mid_stage_and_finish(root: Path, variant: str, episodes: int, env: di
     release_requeued(job, env)
     states = wait_for_jobs([job], env, timeout=300, runs=2)
     if states != {job: "COMPLETED"}:  # pytest.fail, not assert: pytest would shorten the logs
-        log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
+        log = read_log(root / "tiny" / "slurm" / f"align-ppo-{job}.out")
         pytest.fail(f"{states}; sacct: {job_records(job, env)}\n--- the job's log\n{log[-3000:]}\n{cluster_logs(env)}")
     assert [r["state"] for r in job_records(job, env)] == ["REQUEUED", "COMPLETED"]
-    log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
+    log = read_log(root / "tiny" / "slurm" / f"align-ppo-{job}.out")
     assert "got SIGUSR1" in log and "requeued 1 time(s)" in log, log[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from"] and Path(metrics["resumed_from"]).parent == run_dir

@@ -17,6 +17,7 @@ from test_slurm import (
     SHORT,
     free_port,
     local_cluster,
+    read_log,
     release_requeued,
     signal_mid_stage_and_finish,
     submit,
@@ -78,7 +79,7 @@ def runs(two_nodes, tmp_path_factory, tiny_data_root):
                 env["ALIGN_ACCELERATE_CONFIG"] = f"conf/accelerate/{launch_config}.yaml"
             ids = submit(*common, env=env, stages=stages, sbatch=options)
             states = wait_for_jobs(ids, two_nodes, timeout=600)
-            logs = {p.name: p.read_text()[-3000:] for p in (root / "tiny" / "slurm").glob("*.out")}
+            logs = {p.name: read_log(p)[-3000:] for p in (root / "tiny" / "slurm").glob("*.out")}
             assert set(states.values()) == {"COMPLETED"}, (layout, stages, states, logs)
             jobs.update(zip(stages.split(), ids))
         done[layout] = (root, jobs)
@@ -88,7 +89,7 @@ def runs(two_nodes, tmp_path_factory, tiny_data_root):
 def test_each_stage_ran_one_process_on_each_node_and_logged_where_the_readme_says(runs):
     root, jobs = runs["two nodes"]
     for stage in ("sft", "rm", "ppo"):
-        log = (root / "tiny" / "slurm" / f"align-{stage}-{jobs[stage]}.out").read_text()
+        log = read_log(root / "tiny" / "slurm" / f"align-{stage}-{jobs[stage]}.out")
         assert f"on node[1-2]: align.{stage}, 2 node(s) x 1 process(es)" in log, log[-2000:]
         assert "stage finished with status 0" in log
         run_dir = root / "tiny" / ("ppo-baseline" if stage == "ppo" else stage)
@@ -175,7 +176,7 @@ def test_a_two_node_ppo_job_that_loses_a_node_is_requeued_and_ends_with_the_unin
     os.kill(wait_until(lambda: launcher_on("node2"), "node2's launcher", timeout=30, every=0.2), signal.SIGKILL)
     release_requeued(job, two_nodes)
     states = wait_for_jobs([job], two_nodes, timeout=300, runs=2)
-    log = (root / "tiny" / "slurm" / f"align-ppo-{job}.out").read_text()
+    log = read_log(root / "tiny" / "slurm" / f"align-ppo-{job}.out")
     assert states == {job: "COMPLETED"}, log[-3000:]
     assert "was killed (status 137)" in log and "resuming from" in log, log[-3000:]
     assert not (run_dir / "final").is_symlink() and json.loads((run_dir / "metrics.json").read_text())["resumed_from"]

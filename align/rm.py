@@ -179,9 +179,8 @@ def check_on_policy(cfg: Config, rm, tokenizer, judge) -> dict:
     from align.modeling.models import load_causal_lm
 
     s, policy_init = cfg.rm, cfg.ppo.policy_init
-    if cfg.paths.rm == cfg.paths.rm_audit or judge is None or cfg.data.prompts_eval is None:
-        return {}
-    if s.policy_check_samples < 2:
+    audit_rm = cfg.paths.rm == cfg.paths.rm_audit
+    if audit_rm or judge is None or cfg.data.prompts_eval is None or s.policy_check_samples < 2:
         return {}
     if cfg.distributed.world_size > 1:
         print0("the RM's check on the policy's own answers is left out: it runs in one process")

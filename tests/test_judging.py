@@ -128,4 +128,3 @@ def test_the_rms_check_on_the_policys_own_answers_is_left_out_where_it_cannot_ru
     assert check_on_policy(cfg, None, None, judge) == {}
     printed = capsys.readouterr().out
     assert (said in printed) if said else "policy's own answers" not in printed
-

@@ -33,11 +33,11 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOD
             "DEADLINE"}
 
 
-
 def read_log(path: Path) -> str:
     """A job's log. Its processes write it at once, so one's progress bar can cut another's multi-byte character in
     two: those bytes read as U+FFFD instead of failing the test."""
     return path.read_text(errors="replace")
+
 
 def have_slurm() -> str | None:
     """Why the cluster cannot be started here, or None."""

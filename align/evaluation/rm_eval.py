@@ -106,9 +106,9 @@ def policy_check(rm, policy, tokenizer, prompts: list[list[dict]], judge: Judge,
                              settings.batch_size, seed + k)
         gold.append([float(judge.score(t, c.text, c.ended)) for t, c in zip(texts, completions)])
         scores.append(reward_scores(rm, completions, tokenizer.pad_token_id, settings.batch_size))
-    agreement, pairs = own_samples_agreement(torch.tensor(gold).T, torch.stack(scores).T)
-    return {"policy_gold_agreement": agreement, "policy_decided_pairs": pairs,
-            "policy_gold_score": torch.tensor(gold).mean().item()}
+    gold = torch.tensor(gold).T
+    agreement, pairs = own_samples_agreement(gold, torch.stack(scores).T)
+    return {"policy_gold_agreement": agreement, "policy_decided_pairs": pairs, "policy_gold_score": gold.mean().item()}
 
 
 def held_out_overstates(evaluation: dict) -> bool:

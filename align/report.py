@@ -214,7 +214,7 @@ def plot_overoptimization(path: Path, curves: dict[str, dict]) -> None:
     for ax, (key, title) in zip(axes, (("gold_score", "gold score (the judge)"), ("rm_score", "RM score (the proxy)"))):
         for i, (variant, curve) in enumerate(variant_curves(curves).items()):
             if key in curve:
-                ax.plot(curve["kl"], curve[key], "-", marker=".", markersize=4, color=f"C{i % 10}",
+                ax.plot(curve["kl"], curve[key], marker=".", markersize=4, color=f"C{i % 10}",
                         linestyle="-" if i < 10 else "--", label=f"{variant} ({curve['seeds']} seeds)")
         # the early updates sit below 1 nat, the unpenalised runs reach far higher KLs (docs/ablations.md)
         ax.set_xscale("symlog", linthresh=1.0)

@@ -146,7 +146,7 @@ def test_gpt2_decoding_steps_give_the_logits_of_the_full_forward(world, lora):
     steps = responses.shape[1]
     with torch.no_grad():
         prefill = policy(input_ids=queries, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
-        decode = GPT2Decoder(policy, prefill.past_key_values, mask, steps)
+        decode = GPT2Decoder(policy, prefill.cache, mask, steps)
         positions = position_ids(mask)[:, -1:]
         for t in range(steps):
             positions = positions + 1

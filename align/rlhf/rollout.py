@@ -39,7 +39,7 @@ class TransformersDecoder:
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(len(tokens), 1)], dim=1)
         outputs = self.lm(input_ids=tokens[:, None], attention_mask=self.attention_mask, position_ids=positions,
-                          past_key_values=self.cache, use_cache=True)
+                          cache=self.cache, use_cache=True)
         return outputs.logits[:, -1]
 
 
@@ -55,7 +55,7 @@ def sample_responses(lm, queries: torch.Tensor, pad_id: int, eos_id: int, max_ne
                  logits_to_keep=1)
     logits = prefill.logits[:, -1]
     decoder = GPT2Decoder if supports(lm) else TransformersDecoder
-    decode = decoder(lm, prefill.past_key_values, attention_mask, max_new_tokens)
+    decode = decoder(lm, prefill.cache, attention_mask, max_new_tokens)
     del prefill  # GPT2Decoder has copied the prompt's keys and values into its own cache
     batch = queries.shape[0]
     unfinished = torch.ones(batch, dtype=torch.bool, device=queries.device)

@@ -37,7 +37,8 @@ def trainer_arguments(cfg: Config, run_dir: Path, **own) -> dict:
         report_to=["tensorboard"] if cfg.logger.tensorboard else [],
         save_strategy="steps",
         save_total_limit=None,  # align.trainers.callbacks removes old checkpoints once the new one is complete
-        gradient_checkpointing=False,  # TRL's configs turn it on unless told otherwise
+        activation_checkpointing=False,  # TRL's configs turn it on unless told otherwise
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory serves a GPU only
         # several processes: keep the process group align.runtime.distributed joined (a Trainer's own has no CPU
         # backend)
         accelerator_config={"use_configured_state": cfg.distributed.world_size > 1},
@@ -66,7 +67,7 @@ def settings_arguments(s: TrainerSettings) -> dict:
         eval_steps=s.eval_steps,
         save_steps=s.save_steps,
         dataloader_num_workers=s.dataloader_workers,
-        gradient_checkpointing=s.gradient_checkpointing,
+        activation_checkpointing=s.gradient_checkpointing,
     )
 
 

@@ -46,3 +46,12 @@ def test_sort_task_options_change_only_the_files_they_name(tmp_path):
     assert {n for n in full if full[n] != fewer[n]} == {"sft.train.jsonl"}
     assert {n for n in fewer if fewer[n] != model_like[n]} == {"prefs.train.jsonl", "prefs.eval.jsonl",
                                                                "prefs.audit.jsonl"}
+
+
+def test_policy_pairs_take_the_best_answer_against_the_worst(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from policy_pairs import best_against_worst
+
+    assert best_against_worst([0.5, 1.0, 0.0, 1.0]) == (1, 2)
+    assert best_against_worst([0.2, 0.2]) is None
+    assert best_against_worst([0.7]) is None and best_against_worst([]) is None

@@ -6,7 +6,7 @@ made, of the model's samples rather than of mistakes an author wrote (docs/ablat
 
 Each prompt gets `--samples` answers sampled as the evaluation samples (eval.max_new_tokens 16, temperature 0.8);
 of those that ended, the one the judge scores highest against the one it scores lowest is a pair. Prompts whose
-answers all score the same give no pair, nor do those where either answer is empty (the pair contract refuses it).
+answers all score the same give no pair, nor do those the pair contract refuses (an empty answer, say).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from align.core.contracts import judged_prompt
+    from align.core.contracts import check_pair, judged_prompt
     from align.core.records import read_records
     from align.evaluation.sampling import sample
 
@@ -55,10 +55,13 @@ def main() -> None:
     for i, prompt in enumerate(prompts):
         ended = [a[i] for a in answers if a[i].ended]
         chosen = best_against_worst([score(judged_prompt(prompt), c.text, True) for c in ended])
-        best, worst = (ended[j].text for j in chosen) if chosen else ("", "")
-        if best.strip() and worst.strip():
-            pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": best}],
-                          "rejected": [{"role": "assistant", "content": worst}]})
+        if chosen is None:
+            continue
+        best, worst = (ended[j].text for j in chosen)
+        pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": best}],
+                "rejected": [{"role": "assistant", "content": worst}]}
+        if check_pair(pair) is None:
+            pairs.append(pair)
     args.out.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     print(f"wrote {len(pairs)} pairs of {len(prompts)} prompts to {args.out}")
 

@@ -12,9 +12,9 @@ answers all score the same give no pair, nor do those the pair contract refuses 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def best_against_worst(scores: list[float]) -> tuple[int, int] | None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a model directory with its tokenizer and chat template (a stage's final/)")
     parser.add_argument("prompts", type=Path, help="a prompt contract file (prompts.train.jsonl)")
-    parser.add_argument("judge", help="package.module:function, as data.judge names it")
+    parser.add_argument("judge", help="the task's judge, as data.judge names it (package.module:function)")
     parser.add_argument("out", type=Path)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -42,10 +42,10 @@ def main() -> None:
 
     from align.core.contracts import check_pair, judged_prompt
     from align.core.records import read_records
+    from align.evaluation.judging import load_judge
     from align.evaluation.sampling import sample
 
-    module, _, function = args.judge.partition(":")
-    score = getattr(importlib.import_module(module), function)
+    score = load_judge(SimpleNamespace(judge=args.judge)).score  # the stages' loader, which reads data.judge only
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     prompts = [r["prompt"] for r in read_records(args.prompts, "prompt", "error")[0]]
